@@ -1,0 +1,164 @@
+//! The conversation and the answer: [`Prompt`], [`Message`], [`LlmResponse`], [`Usage`].
+//!
+//! A prompt is either plain text (with the config's optional system prompt before it) or
+//! a full OpenAI `messages` array, kept as JSON so every message shape the API accepts
+//! (content parts, tool calls, names) passes through untouched. Pure data.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::GenerationConfig;
+use crate::error::{Error, Result};
+
+/// One chat message, as the OpenAI API defines it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// A string, an array of content parts, or null (an assistant message with tool calls).
+    #[serde(default)]
+    pub content: Value,
+    /// Every other field (`name`, `tool_calls`, `tool_call_id`, …), kept as given.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Message {
+    /// A message of `role` with text `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Message {
+            role: role.into(),
+            content: Value::String(content.into()),
+            extra: Map::new(),
+        }
+    }
+
+    /// The number of characters of text in the message (string content and text parts),
+    /// for estimating its tokens.
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            Value::String(s) => s.chars().count(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .map(|t| t.chars().count())
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// What to ask: text, or a whole conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    /// A user message; the config's `system_prompt` goes before it.
+    Text(String),
+    /// An OpenAI `messages` array.
+    Messages(Vec<Message>),
+}
+
+impl From<&str> for Prompt {
+    fn from(text: &str) -> Self {
+        Prompt::Text(text.to_string())
+    }
+}
+
+impl From<String> for Prompt {
+    fn from(text: String) -> Self {
+        Prompt::Text(text)
+    }
+}
+
+impl From<Vec<Message>> for Prompt {
+    fn from(messages: Vec<Message>) -> Self {
+        Prompt::Messages(messages)
+    }
+}
+
+const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+
+impl Prompt {
+    /// The messages to send: the system prompt (if any, and if a `messages` array does
+    /// not start with its own system or developer message), then the prompt.
+    pub fn to_messages(&self, config: &GenerationConfig) -> Result<Vec<Message>> {
+        let system = config
+            .system_prompt
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| Message::new("system", s));
+        match self {
+            Prompt::Text(text) => Ok(system
+                .into_iter()
+                .chain(std::iter::once(Message::new("user", text.as_str())))
+                .collect()),
+            Prompt::Messages(messages) => {
+                if messages.is_empty() {
+                    return Err(Error::config("messages", "must hold at least one message"));
+                }
+                for (i, m) in messages.iter().enumerate() {
+                    if !ROLES.contains(&m.role.as_str()) {
+                        return Err(Error::config(
+                            format!("messages[{i}].role"),
+                            format!("must be one of {}, got {:?}", ROLES.join(", "), m.role),
+                        ));
+                    }
+                    if !matches!(m.content, Value::String(_) | Value::Array(_) | Value::Null) {
+                        return Err(Error::config(
+                            format!("messages[{i}].content"),
+                            "must be a string, an array of content parts, or null",
+                        ));
+                    }
+                }
+                let has_own = matches!(messages[0].role.as_str(), "system" | "developer");
+                let system = system.filter(|_| !has_own);
+                Ok(system.into_iter().chain(messages.iter().cloned()).collect())
+            }
+        }
+    }
+}
+
+/// Token counts as the provider reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Their sum.
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// A finished answer, with its thinking separated (the design's `LLMResponse`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlmResponse {
+    /// The answer, thinking blocks removed, trimmed.
+    pub content: String,
+    /// The provider's separate reasoning field (`reasoning_content` or `reasoning`), as sent.
+    pub reasoning: Option<String>,
+    /// All thinking: the separate reasoning first, then every `<think>`-style block.
+    pub thinking: Option<String>,
+    /// A thinking block was opened and never closed (a truncated answer).
+    pub thinking_unclosed: bool,
+    /// The model that answered (for Azure without a `model` field: the deployment).
+    pub model: String,
+    /// Token counts, when the provider reported them.
+    pub usage: Option<Usage>,
+    /// Why the model stopped: `stop`, `length`, `content_filter`, `tool_calls`, …
+    pub finish_reason: Option<String>,
+    /// How long the successful attempt took, in milliseconds (the design's `response_time`).
+    pub response_time_ms: f64,
+    /// The configured name of the provider that answered.
+    pub provider: String,
+    /// The upstream's response id (`chatcmpl-…`).
+    pub id: Option<String>,
+    /// Attempts made, 1 when the first succeeded.
+    pub attempts: u32,
+    /// Time spent waiting for the rate limiter and between retries, in milliseconds.
+    pub waited_ms: f64,
+    /// The provider's response body as JSON (for a streamed answer: the assembled one).
+    pub raw_response: Option<Value>,
+}

@@ -1,0 +1,415 @@
+//! One provider at work: rate limiter → request → retry → parse → extract.
+//!
+//! A [`Client`] owns a [`Provider`] (the HTTP mapping), its [`RateLimiter`] and a
+//! [`Runtime`]. It never sleeps while holding the limiter: a call reserves its place,
+//! releases the borrow, sleeps until its start time, and sends. Reservations are given
+//! back by drop ([`Permit`]), so a cancelled or timed-out call never leaks budget.
+//! Everything platform-specific is behind the runtime; this module is pure logic.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{LlmResponse, Prompt};
+use crate::config::GenerationConfig;
+use crate::error::{Error, Result};
+use crate::http::HttpRequest;
+use crate::provider::{Completion, Provider};
+use crate::rate_limit::{estimate_prompt_tokens, RateLimitStatus, RateLimiter, RateLimits, Reservation};
+use crate::retry::RetryPolicy;
+use crate::runtime::{read_to_end, with_timeout, ReadError, ResponseBody, Runtime};
+use crate::stream::StreamAssembler;
+use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor};
+
+/// The largest non-streamed response body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Per-call options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallOptions {
+    /// Overrides the provider's `timeout_ms` for each attempt of this call. For a stream,
+    /// it bounds the wait for the headers and every gap between chunks.
+    pub timeout_ms: Option<f64>,
+    /// Whether a streamed answer begins inside a pre-filled thinking block (the prompt
+    /// template opened `<think>`); see [`StreamOptions`].
+    pub starts_in_thinking: bool,
+}
+
+/// A provider with its rate limiter, retry policy and runtime. Cheap to clone: clones
+/// share the limiter.
+pub struct Client<R: Runtime> {
+    inner: Rc<Inner<R>>,
+}
+
+impl<R: Runtime> Clone for Client<R> {
+    fn clone(&self) -> Self {
+        Client {
+            inner: Rc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<R: Runtime> {
+    provider: Provider,
+    limiter: Rc<RefCell<RateLimiter>>,
+    policy: RetryPolicy,
+    extractor: ThinkingExtractor,
+    runtime: Rc<R>,
+}
+
+/// A prepared call: the request and what it reserves.
+struct Prepared {
+    request: HttpRequest,
+    tokens: u32,
+    timeout_ms: f64,
+}
+
+impl<R: Runtime> Client<R> {
+    /// A client for `provider`, its limiter set to the provider's configured budget.
+    pub fn new(provider: Provider, runtime: Rc<R>) -> Self {
+        let config = provider.config();
+        let limits = RateLimits {
+            requests_per_minute: config.rate_limit.requests_per_minute,
+            tokens_per_minute: config.rate_limit.tokens_per_minute,
+        };
+        let policy = config.retry;
+        Client {
+            inner: Rc::new(Inner {
+                limiter: Rc::new(RefCell::new(RateLimiter::new(limits))),
+                policy,
+                extractor: ThinkingExtractor::default(),
+                runtime,
+                provider,
+            }),
+        }
+    }
+
+    /// The provider this client calls.
+    pub fn provider(&self) -> &Provider {
+        &self.inner.provider
+    }
+
+    /// The rate limiter's state now.
+    pub fn rate_limit_status(&self) -> RateLimitStatus {
+        let now = self.inner.runtime.now_ms();
+        self.inner.limiter.borrow().status(now)
+    }
+
+    fn prepare(&self, prompt: &Prompt, config: &GenerationConfig, options: &CallOptions, stream: bool) -> Result<Prepared> {
+        let messages = prompt.to_messages(config)?;
+        let request = self.inner.provider.build_request(&messages, config, stream)?;
+        let chars = messages.iter().map(|m| m.text_len()).sum();
+        let tokens = estimate_prompt_tokens(chars, messages.len()).saturating_add(config.max_tokens);
+        let timeout_ms = match options.timeout_ms {
+            Some(ms) if ms.is_finite() && ms > 0.0 => ms,
+            Some(ms) => return Err(Error::config("timeout_ms", format!("must be a positive number of milliseconds, got {ms}"))),
+            None => self.inner.provider.config().timeout_ms as f64,
+        };
+        Ok(Prepared { request, tokens, timeout_ms })
+    }
+
+    /// Waits for the rate limiter's go, adding the wait to `waited`.
+    async fn admit(&self, tokens: u32, waited: &mut f64) -> Permit {
+        let runtime = &self.inner.runtime;
+        let reservation = self.inner.limiter.borrow_mut().reserve(runtime.now_ms(), tokens);
+        let permit = Permit {
+            limiter: Rc::clone(&self.inner.limiter),
+            reservation,
+            sent: false,
+            settled: false,
+        };
+        if reservation.wait_ms > 0.0 {
+            *waited += reservation.wait_ms;
+            runtime.sleep(reservation.wait_ms).await;
+        }
+        // A 429 or an exhausted budget reported while this call slept pauses it too. The
+        // bound keeps a misbehaving clock from looping forever.
+        for _ in 0..100 {
+            let blocked = self.inner.limiter.borrow().blocked_for(runtime.now_ms());
+            match blocked {
+                Some(ms) if ms > 0.0 => {
+                    *waited += ms;
+                    runtime.sleep(ms).await;
+                }
+                _ => break,
+            }
+        }
+        permit
+    }
+
+    fn retry_delay(&self, attempt: u32, error: &Error) -> Option<f64> {
+        self.inner.policy.next_delay(attempt, error, self.inner.runtime.random())
+    }
+
+    /// Generates one answer: waits for the limiter, sends, retries what is worth
+    /// retrying, and returns the answer with its thinking separated.
+    pub async fn generate(&self, prompt: &Prompt, config: &GenerationConfig, options: &CallOptions) -> Result<LlmResponse> {
+        let prepared = self.prepare(prompt, config, options, false)?;
+        let runtime = &self.inner.runtime;
+        let mut waited = 0.0;
+        let mut attempt = 0u32;
+        loop {
+            let mut permit = self.admit(prepared.tokens, &mut waited).await;
+            let started = runtime.now_ms();
+            permit.sent = true;
+            let outcome = with_timeout(&**runtime, prepared.timeout_ms, self.exchange(prepared.request.clone()))
+                .await
+                .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
+            match outcome {
+                Ok(completion) => {
+                    let used = completion.usage.map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX));
+                    permit.settle(used);
+                    let mut response = self.respond(completion, runtime.now_ms() - started);
+                    response.attempts = attempt + 1;
+                    response.waited_ms = waited;
+                    return Ok(response);
+                }
+                Err(error) => {
+                    drop(permit);
+                    match self.retry_delay(attempt, &error) {
+                        Some(delay) => {
+                            waited += delay;
+                            runtime.sleep(delay).await;
+                            attempt += 1;
+                        }
+                        None => return Err(error),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: send, adapt the limiter to the headers, read and parse the body.
+    async fn exchange(&self, request: HttpRequest) -> Result<Completion> {
+        let runtime = &self.inner.runtime;
+        let provider = &self.inner.provider;
+        let response = runtime.fetch(request).await.map_err(|e| self.connection(&e.0))?;
+        self.inner
+            .limiter
+            .borrow_mut()
+            .observe(runtime.now_ms(), &response.headers, response.status);
+        let mut body = response.body;
+        let bytes = read_to_end(&mut body, MAX_BODY_BYTES).await.map_err(|e| self.read_error(e))?;
+        provider.parse_response(response.status, &response.headers, &bytes, runtime.now_ms())
+    }
+
+    fn respond(&self, completion: Completion, response_time_ms: f64) -> LlmResponse {
+        let extracted = self
+            .inner
+            .extractor
+            .extract(&completion.content, completion.reasoning.as_deref());
+        LlmResponse {
+            content: extracted.content,
+            reasoning: completion.reasoning,
+            thinking: extracted.thinking,
+            thinking_unclosed: extracted.unclosed,
+            model: completion.model,
+            usage: completion.usage,
+            finish_reason: completion.finish_reason,
+            response_time_ms,
+            provider: self.inner.provider.name().to_string(),
+            id: completion.id,
+            attempts: 1,
+            waited_ms: 0.0,
+            raw_response: Some(completion.raw),
+        }
+    }
+
+    /// Starts a streamed answer. Failures before the first byte of the body (connection
+    /// errors, 429, 5xx) are retried like [`Self::generate`]; once the body flows, an
+    /// error ends the stream, since streamed text cannot be taken back.
+    pub async fn stream(&self, prompt: &Prompt, config: &GenerationConfig, options: &CallOptions) -> Result<CompletionStream<R>> {
+        let prepared = self.prepare(prompt, config, options, true)?;
+        let runtime = &self.inner.runtime;
+        let provider = &self.inner.provider;
+        let mut waited = 0.0;
+        let mut attempt = 0u32;
+        loop {
+            let mut permit = self.admit(prepared.tokens, &mut waited).await;
+            let started = runtime.now_ms();
+            permit.sent = true;
+            let opened = with_timeout(&**runtime, prepared.timeout_ms, async {
+                let mut response = runtime.fetch(prepared.request.clone()).await.map_err(|e| self.connection(&e.0))?;
+                self.inner
+                    .limiter
+                    .borrow_mut()
+                    .observe(runtime.now_ms(), &response.headers, response.status);
+                if (200..300).contains(&response.status) {
+                    return Ok(response.body);
+                }
+                let bytes = read_to_end(&mut response.body, MAX_BODY_BYTES).await.map_err(|e| self.read_error(e))?;
+                Err(provider.error_from_response(response.status, &response.headers, &bytes, runtime.now_ms()))
+            })
+            .await
+            .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
+            match opened {
+                Ok(body) => {
+                    let options = StreamOptions {
+                        starts_in_thinking: options.starts_in_thinking,
+                    };
+                    return Ok(CompletionStream {
+                        client: self.clone(),
+                        assembler: Some(StreamAssembler::new(&self.inner.extractor, options)),
+                        body: Some(body),
+                        permit: Some(permit),
+                        started,
+                        attempts: attempt + 1,
+                        waited_ms: waited,
+                        timeout_ms: prepared.timeout_ms,
+                        last: None,
+                    });
+                }
+                Err(error) => {
+                    drop(permit);
+                    match self.retry_delay(attempt, &error) {
+                        Some(delay) => {
+                            waited += delay;
+                            runtime.sleep(delay).await;
+                            attempt += 1;
+                        }
+                        None => return Err(error),
+                    }
+                }
+            }
+        }
+    }
+
+    fn timeout(&self, after_ms: f64) -> Error {
+        Error::Timeout {
+            provider: self.inner.provider.name().to_string(),
+            after_ms,
+        }
+    }
+
+    fn connection(&self, message: &str) -> Error {
+        Error::Connection {
+            provider: self.inner.provider.name().to_string(),
+            message: self.inner.provider.redact(message),
+        }
+    }
+
+    fn read_error(&self, error: ReadError) -> Error {
+        match error {
+            ReadError::Transport(e) => self.connection(&format!("the body broke off: {}", e.0)),
+            ReadError::TooLarge(limit) => Error::InvalidResponse {
+                provider: self.inner.provider.name().to_string(),
+                message: format!("the body exceeds {limit} bytes"),
+            },
+        }
+    }
+}
+
+/// A place in the rate limiter, given back when dropped: cancelled if the request was
+/// never sent, settled with the estimate if it was and its usage is unknown.
+struct Permit {
+    limiter: Rc<RefCell<RateLimiter>>,
+    reservation: Reservation,
+    sent: bool,
+    settled: bool,
+}
+
+impl Permit {
+    fn settle(&mut self, actual_tokens: Option<u32>) {
+        if !self.settled {
+            self.settled = true;
+            self.limiter.borrow_mut().reconcile(&self.reservation, actual_tokens);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        // Drop may run while a borrow is held only if a caller panicked; never panic twice.
+        if let Ok(mut limiter) = self.limiter.try_borrow_mut() {
+            if self.sent {
+                limiter.reconcile(&self.reservation, None);
+            } else {
+                limiter.cancel(&self.reservation);
+            }
+        }
+    }
+}
+
+/// What a stream yields: deltas as they become certain, then the whole answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// New content and thinking text.
+    Delta(ThinkingDelta),
+    /// The stream ended; the assembled answer (the same text as the deltas).
+    Done(Box<LlmResponse>),
+}
+
+/// A streamed answer in progress. Dropping it aborts the request.
+pub struct CompletionStream<R: Runtime> {
+    client: Client<R>,
+    assembler: Option<StreamAssembler>,
+    body: Option<R::Body>,
+    permit: Option<Permit>,
+    started: f64,
+    attempts: u32,
+    waited_ms: f64,
+    timeout_ms: f64,
+    last: Option<LlmResponse>,
+}
+
+impl<R: Runtime> CompletionStream<R> {
+    /// The next event, or `None` after [`StreamEvent::Done`] or an error.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent>> {
+        if let Some(response) = self.last.take() {
+            return Some(Ok(StreamEvent::Done(Box::new(response))));
+        }
+        loop {
+            let assembler = self.assembler.as_mut()?;
+            let client = &self.client.inner;
+            let provider = &client.provider;
+            let runtime = &client.runtime;
+            let chunk = if assembler.is_done() {
+                Some(Ok(None))
+            } else {
+                let body = self.body.as_mut()?;
+                with_timeout(&**runtime, self.timeout_ms, body.next_chunk()).await
+            };
+            let step = match chunk {
+                None => Err(self.client.timeout(self.timeout_ms)),
+                Some(Err(e)) => Err(self.client.connection(&format!("the stream broke off: {}", e.0))),
+                Some(Ok(Some(bytes))) => match assembler.push(provider, &bytes, runtime.now_ms()) {
+                    Ok(delta) if delta.is_empty() => continue,
+                    Ok(delta) => return Some(Ok(StreamEvent::Delta(delta))),
+                    Err(e) => Err(e),
+                },
+                Some(Ok(None)) => assembler.finish(provider, runtime.now_ms()),
+            };
+            // The stream is over, one way or the other.
+            self.body = None;
+            let assembler = self.assembler.take()?;
+            let delta = match step {
+                Ok(delta) => delta,
+                Err(error) => {
+                    self.permit = None;
+                    return Some(Err(error));
+                }
+            };
+            let mut response = assembler.into_response(provider, runtime.now_ms() - self.started);
+            response.attempts = self.attempts;
+            response.waited_ms = self.waited_ms;
+            if let Some(mut permit) = self.permit.take() {
+                permit.settle(
+                    response
+                        .usage
+                        .map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX)),
+                );
+            }
+            if delta.is_empty() {
+                return Some(Ok(StreamEvent::Done(Box::new(response))));
+            }
+            self.last = Some(response);
+            return Some(Ok(StreamEvent::Delta(delta)));
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Configuration: what a user writes, in JavaScript or in `wrangler.toml`, as JSON.
+//!
+//! [`GenerationConfig`] shapes one request; [`ProviderConfig`] describes one upstream;
+//! [`RateLimitConfig`] its budget; [`LlmConfig`] the whole set. Every type deserializes
+//! with serde from the same JSON in every host, and [`LlmConfig::from_json`] names the
+//! field at fault when it does not. Pure data: nothing here touches the network or the
+//! environment (API keys from the environment come through an injected lookup, see
+//! [`crate::provider::Provider::from_config`]).
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::retry::RetryPolicy;
+
+/// The model the design defaults to when neither the call nor the provider names one.
+pub const DEFAULT_MODEL: &str = "gpt-3.5-turbo";
+/// OpenAI's API root.
+pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+/// The Azure OpenAI data-plane API version this crate follows.
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+/// The per-request timeout when a provider sets none.
+pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// Parameters of one chat completion (the design's `GenerationConfig`).
+///
+/// Defaults are the design's: temperature 0.7, 1000 max tokens, top_p 0.9, no penalties.
+/// `model` defaults to the provider's model (itself `gpt-3.5-turbo` by default). Any
+/// other OpenAI chat-completion parameter (`seed`, `user`, `reasoning_effort`, …) may be
+/// given too and is passed through to the request body unchanged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    /// The model; `None` uses the provider's. Ignored by Azure, where the deployment decides.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Sampling temperature, 0 to 2.
+    pub temperature: f64,
+    /// The most tokens to generate, at least 1.
+    pub max_tokens: u32,
+    /// Nucleus sampling, 0 to 1.
+    pub top_p: f64,
+    /// -2 to 2.
+    pub frequency_penalty: f64,
+    /// -2 to 2.
+    pub presence_penalty: f64,
+    /// A system message put before a text prompt (and before a `messages` array that has
+    /// no system or developer message of its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<String>,
+    /// Up to 4 sequences where the model stops (OpenAI's `stop`).
+    #[serde(alias = "stop", skip_serializing_if = "Option::is_none")]
+    pub stop_sequences: Option<Vec<String>>,
+    /// OpenAI's `response_format`, e.g. `{"type":"json_object"}`; a JSON answer that does
+    /// not parse then counts as invalid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
+    /// Other chat-completion parameters, sent as they are.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        GenerationConfig {
+            model: None,
+            temperature: 0.7,
+            max_tokens: 1000,
+            top_p: 0.9,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            system_prompt: None,
+            stop_sequences: None,
+            response_format: None,
+            extra: Map::new(),
+        }
+    }
+}
+
+/// Body keys the client sets itself; passing them as extra parameters is a mistake.
+const RESERVED_BODY_KEYS: [&str; 3] = ["messages", "stream", "stream_options"];
+
+impl GenerationConfig {
+    /// Parses a generation config from JSON text, naming the field at fault.
+    pub fn from_json(json: &str) -> Result<Self> {
+        from_json_text(json, "config")
+    }
+
+    /// Checks every range; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        check_range("temperature", self.temperature, 0.0, 2.0)?;
+        check_range("top_p", self.top_p, 0.0, 1.0)?;
+        check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
+        check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        if self.max_tokens == 0 {
+            return Err(Error::config("max_tokens", "must be at least 1"));
+        }
+        if let Some(model) = &self.model {
+            if model.trim().is_empty() {
+                return Err(Error::config("model", "must not be empty"));
+            }
+        }
+        if let Some(stop) = &self.stop_sequences {
+            if stop.len() > 4 {
+                return Err(Error::config(
+                    "stop_sequences",
+                    format!("at most 4 sequences are allowed, got {}", stop.len()),
+                ));
+            }
+        }
+        if let Some(format) = &self.response_format {
+            if !format.is_object() {
+                return Err(Error::config(
+                    "response_format",
+                    "must be an object such as {\"type\": \"json_object\"}",
+                ));
+            }
+        }
+        if let Some(key) = RESERVED_BODY_KEYS
+            .iter()
+            .find(|k| self.extra.contains_key(**k))
+        {
+            return Err(Error::config(
+                *key,
+                "is set by the client itself; pass the prompt (or messages) as the prompt argument",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the request asks for a JSON answer (`response_format` of type
+    /// `json_object` or `json_schema`).
+    pub fn wants_json(&self) -> bool {
+        let kind = self
+            .response_format
+            .as_ref()
+            .and_then(|f| f.get("type"))
+            .and_then(Value::as_str);
+        matches!(kind, Some("json_object" | "json_schema"))
+    }
+}
+
+fn check_range(field: &str, value: f64, min: f64, max: f64) -> Result<()> {
+    if value.is_finite() && (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ))
+    }
+}
+
+/// The kind of upstream: it decides the URL shape and the credential header, nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// api.openai.com, or any OpenAI-compatible `base_url`.
+    Openai,
+    /// Azure OpenAI: deployment path, `api-key` header, `api-version` query.
+    AzureOpenai,
+    /// An OpenAI-compatible server at `base_url` (Ollama, vLLM, a proxy); a key is optional.
+    Custom,
+}
+
+impl ProviderKind {
+    /// The name used in configuration (`openai`, `azure_openai`, `custom`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::AzureOpenai => "azure_openai",
+            ProviderKind::Custom => "custom",
+        }
+    }
+
+    /// The environment variable an empty `api_key` is read from.
+    pub fn api_key_env_var(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "OPENAI_API_KEY",
+            ProviderKind::AzureOpenai => "AZURE_OPENAI_API_KEY",
+            ProviderKind::Custom => "CUSTOM_API_KEY",
+        }
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secret string (an API key): shown as `[redacted]` by `Debug` and never serialized.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is empty (or only whitespace).
+    pub fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "[redacted]" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(if self.0.is_empty() { "" } else { "[redacted]" })
+    }
+}
+
+/// A provider's request budget (the design's `RateLimitConfig`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute, at least 1 (default 60).
+    pub requests_per_minute: u32,
+    /// Tokens per minute, at least 1 (default 90,000).
+    pub tokens_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            requests_per_minute: 60,
+            tokens_per_minute: 90_000,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// Both limits must be at least 1.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        if self.requests_per_minute == 0 {
+            return Err(Error::config(
+                format!("{path}.requests_per_minute"),
+                "must be at least 1",
+            ));
+        }
+        if self.tokens_per_minute == 0 {
+            return Err(Error::config(
+                format!("{path}.tokens_per_minute"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One upstream (the design's `ProviderConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai`, `azure_openai` or `custom`.
+    #[serde(rename = "type")]
+    pub kind: ProviderKind,
+    /// The key; empty means: read it from the environment (see [`ProviderKind::api_key_env_var`]).
+    #[serde(default)]
+    pub api_key: Secret,
+    /// The API root for `openai` (default OpenAI's) and `custom` (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// The model (default `gpt-3.5-turbo`); for Azure, the deployment when
+    /// `deployment_name` is absent.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Azure: the deployment to call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+    /// Azure: the resource endpoint, `https://NAME.openai.azure.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Azure: the data-plane API version (default `2024-10-21`).
+    #[serde(default = "default_api_version")]
+    pub api_version: String,
+    /// The provider's budget.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Use as the default provider.
+    #[serde(default)]
+    pub default: bool,
+    /// How long one attempt may take, in milliseconds (default 60,000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Retries and backoff (default: 3 retries, 1 s × 2^attempt up to 60 s).
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_model() -> String {
+    DEFAULT_MODEL.to_string()
+}
+
+fn default_api_version() -> String {
+    AZURE_API_VERSION.to_string()
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+impl ProviderConfig {
+    /// A provider of `kind` with every other field at its default.
+    pub fn new(kind: ProviderKind) -> Self {
+        ProviderConfig {
+            kind,
+            api_key: Secret::default(),
+            base_url: None,
+            model: default_model(),
+            deployment_name: None,
+            endpoint: None,
+            api_version: default_api_version(),
+            rate_limit: RateLimitConfig::default(),
+            default: false,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Checks the fields that do not depend on the environment; `path` prefixes the
+    /// field names in errors (`providers.main`).
+    pub fn validate(&self, path: &str) -> Result<()> {
+        self.rate_limit.validate(&format!("{path}.rate_limit"))?;
+        if self.timeout_ms == 0 {
+            return Err(Error::config(
+                format!("{path}.timeout_ms"),
+                "must be at least 1",
+            ));
+        }
+        if self.model.trim().is_empty() {
+            return Err(Error::config(format!("{path}.model"), "must not be empty"));
+        }
+        for (field, url) in [("base_url", &self.base_url), ("endpoint", &self.endpoint)] {
+            if let Some(url) = url {
+                check_http_url(&format!("{path}.{field}"), url)?;
+            }
+        }
+        let retry = &self.retry;
+        let finite = [
+            retry.base_delay_ms,
+            retry.max_backoff_ms,
+            retry.max_wait_ms,
+        ]
+        .iter()
+        .all(|v| v.is_finite() && *v >= 0.0);
+        if !finite {
+            return Err(Error::config(
+                format!("{path}.retry"),
+                "delays must be finite and not negative",
+            ));
+        }
+        match self.kind {
+            ProviderKind::Custom if self.base_url.is_none() => Err(Error::config(
+                format!("{path}.base_url"),
+                "is required for a custom provider (the OpenAI-compatible API root, e.g. http://localhost:11434/v1)",
+            )),
+            ProviderKind::AzureOpenai if self.endpoint.is_none() => Err(Error::config(
+                format!("{path}.endpoint"),
+                "is required for azure_openai (https://<resource>.openai.azure.com)",
+            )),
+            ProviderKind::AzureOpenai if self.api_version.trim().is_empty() => Err(
+                Error::config(format!("{path}.api_version"), "must not be empty"),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn check_http_url(field: &str, url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => Ok(()),
+        _ => Err(Error::config(
+            field,
+            format!("must be an http:// or https:// URL, got {url:?}"),
+        )),
+    }
+}
+
+/// The whole client configuration (the design's `LLMConfig`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    /// Providers by name, in the order they were written.
+    #[serde(
+        deserialize_with = "deserialize_ordered",
+        serialize_with = "serialize_ordered"
+    )]
+    pub providers: Vec<(String, ProviderConfig)>,
+    /// The default provider's name; else the one marked `default`, else the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_provider: Option<String>,
+    /// Free-form processing settings, kept as given.
+    #[serde(default)]
+    pub processing: Map<String, Value>,
+}
+
+impl LlmConfig {
+    /// Parses and validates a configuration from JSON text; errors name the field.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let config: LlmConfig = from_json_text(json, "config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every provider and the default's name.
+    pub fn validate(&self) -> Result<()> {
+        if self.providers.is_empty() {
+            return Err(Error::config("providers", "at least one provider is needed"));
+        }
+        for (name, provider) in &self.providers {
+            if name.trim().is_empty() {
+                return Err(Error::config("providers", "a provider name is empty"));
+            }
+            provider.validate(&format!("providers.{name}"))?;
+        }
+        if let Some(name) = &self.default_provider {
+            if self.provider(name).is_none() {
+                return Err(Error::config(
+                    "default_provider",
+                    format!(
+                        "names '{name}', which is not among the providers ({})",
+                        self.names().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The provider called `name`.
+    pub fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+    }
+
+    /// The provider names in order.
+    pub fn names(&self) -> Vec<&str> {
+        self.providers.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// The default provider: the named one, else the one marked default, else the first.
+    pub fn default_provider_name(&self) -> Option<&str> {
+        self.default_provider
+            .as_deref()
+            .or_else(|| {
+                self.providers
+                    .iter()
+                    .find(|(_, p)| p.default)
+                    .map(|(n, _)| n.as_str())
+            })
+            .or_else(|| self.providers.first().map(|(n, _)| n.as_str()))
+    }
+}
+
+/// Deserializes `T` from JSON text; a failure names the path of the field at fault.
+pub fn from_json_text<T: de::DeserializeOwned>(json: &str, root: &str) -> Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let value = from_deserializer(&mut deserializer, root)?;
+    deserializer
+        .end()
+        .map_err(|e| Error::config(root, format!("trailing characters after the JSON: {e}")))?;
+    Ok(value)
+}
+
+/// Deserializes `T` from any serde deserializer (serde_json, serde-wasm-bindgen, …),
+/// naming the path of the field at fault in the error.
+pub fn from_deserializer<'de, T, D>(deserializer: D, root: &str) -> Result<T>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+    D::Error: fmt::Display,
+{
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            root.to_string()
+        } else {
+            format!("{root}.{path}")
+        };
+        Error::config(field, e.into_inner().to_string())
+    })
+}
+
+fn deserialize_ordered<'de, D>(deserializer: D) -> std::result::Result<Vec<(String, ProviderConfig)>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Ordered;
+    impl<'de> Visitor<'de> for Ordered {
+        type Value = Vec<(String, ProviderConfig)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object of providers by name")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            let mut out: Vec<(String, ProviderConfig)> = Vec::new();
+            while let Some((name, provider)) = map.next_entry::<String, ProviderConfig>()? {
+                if out.iter().any(|(n, _)| *n == name) {
+                    return Err(de::Error::custom(format!("provider '{name}' is defined twice")));
+                }
+                out.push((name, provider));
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Ordered)
+}
+
+fn serialize_ordered<S: Serializer>(
+    providers: &[(String, ProviderConfig)],
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_map(providers.iter().map(|(n, p)| (n, p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_http_url("f", "https://api.openai.com/v1").is_ok());
+        assert!(check_http_url("f", "http://127.0.0.1:8080").is_ok());
+        assert!(check_http_url("f", "ftp://x").is_err());
+        assert!(check_http_url("f", "https://").is_err());
+        assert!(check_http_url("f", "https://a b").is_err());
+    }
+}

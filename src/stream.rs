@@ -1,0 +1,179 @@
+//! Assembling a streamed chat completion: bytes → SSE events → chunks → thinking deltas,
+//! and at the end one [`LlmResponse`], as if the answer had come whole.
+//!
+//! Pure: the client feeds it the body's bytes as they arrive; it never reads anything.
+//! The deltas it returns are those of the streaming thinking extractor, so what a caller
+//! sees streamed and what ends up in the final response are the same text.
+
+use serde_json::{json, Value};
+
+use crate::chat::{LlmResponse, Usage};
+use crate::error::{Error, Result};
+use crate::provider::Provider;
+use crate::sse::{parse_data, ChunkPayload, SseEvent, SseParser};
+use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
+
+/// The most a streamed answer may hold, in bytes, before the stream is refused.
+pub const MAX_STREAMED_BYTES: usize = 32 * 1024 * 1024;
+
+/// Turns a streamed chat completion's body into deltas and a final response.
+#[derive(Debug)]
+pub struct StreamAssembler {
+    sse: SseParser,
+    events: Vec<SseEvent>,
+    thinking: ThinkingStream,
+    raw_content: String,
+    reasoning: Option<String>,
+    content: String,
+    extracted: String,
+    id: Option<String>,
+    model: Option<String>,
+    finish_reason: Option<String>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl StreamAssembler {
+    /// A new assembly with `extractor`'s tags; `options` says whether the answer begins
+    /// inside a pre-filled thinking block.
+    pub fn new(extractor: &ThinkingExtractor, options: StreamOptions) -> Self {
+        StreamAssembler {
+            sse: SseParser::new(),
+            events: Vec::new(),
+            thinking: extractor.stream(options),
+            raw_content: String::new(),
+            reasoning: None,
+            content: String::new(),
+            extracted: String::new(),
+            id: None,
+            model: None,
+            finish_reason: None,
+            usage: None,
+            done: false,
+        }
+    }
+
+    /// Feeds body bytes; returns what became certain. After `[DONE]` further bytes are
+    /// ignored.
+    pub fn push(&mut self, provider: &Provider, bytes: &[u8], now_ms: f64) -> Result<ThinkingDelta> {
+        let mut delta = ThinkingDelta::default();
+        if self.done {
+            return Ok(delta);
+        }
+        if self.sse.overflowed() {
+            return Err(invalid(provider, "a server-sent event line is too long"));
+        }
+        let mut events = std::mem::take(&mut self.events);
+        self.sse.push_into(bytes, &mut events);
+        let result = events
+            .drain(..)
+            .try_for_each(|event| self.apply(provider, &event, now_ms, &mut delta));
+        self.events = events;
+        result?;
+        Ok(delta)
+    }
+
+    /// The body ended: flushes what the extractor held back.
+    pub fn finish(&mut self, provider: &Provider, now_ms: f64) -> Result<ThinkingDelta> {
+        let mut delta = ThinkingDelta::default();
+        if !self.done {
+            if let Some(event) = self.sse.finish() {
+                self.apply(provider, &event, now_ms, &mut delta)?;
+            }
+        }
+        let last = self.thinking.finish();
+        self.record(&last);
+        delta.content.push_str(&last.content);
+        delta.thinking.push_str(&last.thinking);
+        Ok(delta)
+    }
+
+    /// Whether `[DONE]` has arrived.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn apply(&mut self, provider: &Provider, event: &SseEvent, now_ms: f64, delta: &mut ThinkingDelta) -> Result<()> {
+        if self.done || event.event.as_deref().is_some_and(|e| e != "message" && e != "error") && event.data.is_empty() {
+            return Ok(());
+        }
+        let chunk = match parse_data(&event.data) {
+            Ok(ChunkPayload::Done) => {
+                self.done = true;
+                return Ok(());
+            }
+            Ok(ChunkPayload::Json(json)) => provider.parse_stream_chunk(&json, now_ms)?,
+            Err(reason) => return Err(invalid(provider, &format!("a stream chunk is not JSON: {reason}"))),
+        };
+        if self.raw_content.len() + chunk.content.as_deref().map_or(0, str::len) > MAX_STREAMED_BYTES {
+            return Err(invalid(provider, "the streamed answer exceeds 32 MiB"));
+        }
+        self.id = self.id.take().or(chunk.id);
+        self.model = chunk.model.or(self.model.take());
+        if let Some(reasoning) = chunk.reasoning.filter(|r| !r.is_empty()) {
+            let step = self.thinking.push_reasoning(&reasoning);
+            self.record(&step);
+            delta.thinking.push_str(&step.thinking);
+            delta.content.push_str(&step.content);
+            self.reasoning.get_or_insert_with(String::new).push_str(&reasoning);
+        }
+        if let Some(content) = chunk.content.filter(|c| !c.is_empty()) {
+            let step = self.thinking.push(&content);
+            self.record(&step);
+            delta.content.push_str(&step.content);
+            delta.thinking.push_str(&step.thinking);
+            self.raw_content.push_str(&content);
+        }
+        if chunk.finish_reason.is_some() {
+            self.finish_reason = chunk.finish_reason;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, step: &ThinkingDelta) {
+        self.content.push_str(&step.content);
+        self.extracted.push_str(&step.thinking);
+    }
+
+    /// The assembled answer, once the stream has ended (call [`Self::finish`] first).
+    /// `raw_response` is the chat completion the chunks add up to.
+    pub fn into_response(self, provider: &Provider, response_time_ms: f64) -> LlmResponse {
+        let model = self.model.unwrap_or_else(|| provider.model().to_string());
+        let mut message = json!({ "role": "assistant", "content": self.raw_content });
+        if let Some(reasoning) = &self.reasoning {
+            message["reasoning_content"] = Value::String(reasoning.clone());
+        }
+        let raw = json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "model": model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": self.finish_reason }],
+            "usage": self.usage,
+        });
+        LlmResponse {
+            content: self.content,
+            reasoning: self.reasoning,
+            thinking: Some(self.extracted).filter(|t| !t.is_empty()),
+            thinking_unclosed: self.thinking.unclosed(),
+            model,
+            usage: self.usage,
+            finish_reason: self.finish_reason,
+            response_time_ms,
+            provider: provider.name().to_string(),
+            id: self.id,
+            attempts: 1,
+            waited_ms: 0.0,
+            raw_response: Some(raw),
+        }
+    }
+}
+
+fn invalid(provider: &Provider, message: &str) -> Error {
+    Error::InvalidResponse {
+        provider: provider.name().to_string(),
+        message: provider.redact(message),
+    }
+}

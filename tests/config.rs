@@ -1,0 +1,176 @@
+//! Configuration as a user writes it: defaults, the default provider, keys from the
+//! environment, and errors that name the field.
+
+use llm_distiller::config::{
+    GenerationConfig, LlmConfig, ProviderConfig, ProviderKind, RateLimitConfig, Secret,
+};
+use llm_distiller::provider::Provider;
+use llm_distiller::Error;
+use serde_json::json;
+
+fn field_of(error: Error) -> String {
+    match error {
+        Error::Config { field, .. } => field,
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn generation_defaults_are_the_designs() {
+    let config = GenerationConfig::from_json("{}").unwrap();
+    assert_eq!(config, GenerationConfig::default());
+    assert_eq!(config.model, None, "the provider's model, itself gpt-3.5-turbo by default");
+    assert_eq!(config.temperature, 0.7);
+    assert_eq!(config.max_tokens, 1000);
+    assert_eq!(config.top_p, 0.9);
+    assert_eq!(config.frequency_penalty, 0.0);
+    assert_eq!(config.presence_penalty, 0.0);
+    assert_eq!(config.system_prompt, None);
+    assert_eq!(config.stop_sequences, None);
+    assert_eq!(ProviderConfig::new(ProviderKind::Openai).model, "gpt-3.5-turbo");
+}
+
+#[test]
+fn generation_config_takes_openai_names_and_passes_extras_through() {
+    let config = GenerationConfig::from_json(
+        r#"{"model":"gpt-4o","temperature":0.1,"max_tokens":500,"stop":["\n\n"],"seed":7,"response_format":{"type":"json_object"}}"#,
+    )
+    .unwrap();
+    assert_eq!(config.model.as_deref(), Some("gpt-4o"));
+    assert_eq!(config.stop_sequences, Some(vec!["\n\n".to_string()]));
+    assert_eq!(config.extra.get("seed"), Some(&json!(7)));
+    assert!(config.wants_json());
+    config.validate().unwrap();
+}
+
+#[test]
+fn generation_errors_name_the_field() {
+    let cases = [
+        (r#"{"temperature": 2.5}"#, "temperature"),
+        (r#"{"top_p": -0.1}"#, "top_p"),
+        (r#"{"frequency_penalty": 3}"#, "frequency_penalty"),
+        (r#"{"presence_penalty": -2.01}"#, "presence_penalty"),
+        (r#"{"max_tokens": 0}"#, "max_tokens"),
+        (r#"{"stop_sequences": ["a","b","c","d","e"]}"#, "stop_sequences"),
+        (r#"{"response_format": "json"}"#, "response_format"),
+        (r#"{"messages": []}"#, "messages"),
+        (r#"{"model": " "}"#, "model"),
+    ];
+    for (json, field) in cases {
+        let config = GenerationConfig::from_json(json).unwrap();
+        assert_eq!(field_of(config.validate().unwrap_err()), field, "{json}");
+    }
+    let cases = [
+        (r#"{"max_tokens": "many"}"#, "config.max_tokens"),
+        (r#"{"max_tokens": -1}"#, "config.max_tokens"),
+        (r#"{"temperature": "hot"}"#, "config.temperature"),
+        (r#"{"stop_sequences": [1]}"#, "config.stop_sequences[0]"),
+        (r#"[1,2]"#, "config"),
+        (r#"{"temperature": 1"#, "config"),
+    ];
+    for (json, field) in cases {
+        assert_eq!(field_of(GenerationConfig::from_json(json).unwrap_err()), field, "{json}");
+    }
+}
+
+#[test]
+fn provider_defaults_and_rate_limit_defaults() {
+    let config = LlmConfig::from_json(r#"{"providers":{"p":{"type":"openai"}}}"#).unwrap();
+    let p = config.provider("p").unwrap();
+    assert_eq!(p.kind, ProviderKind::Openai);
+    assert_eq!(p.model, "gpt-3.5-turbo");
+    assert_eq!(p.api_version, "2024-10-21");
+    assert_eq!(p.rate_limit, RateLimitConfig { requests_per_minute: 60, tokens_per_minute: 90_000 });
+    assert_eq!(p.timeout_ms, 60_000);
+    assert_eq!(p.retry.max_retries, 3);
+    assert!(!p.default);
+}
+
+#[test]
+fn the_default_provider_is_named_else_marked_else_first() {
+    let named = r#"{"default_provider":"b","providers":{"a":{"type":"openai"},"b":{"type":"openai"},"c":{"type":"openai","default":true}}}"#;
+    assert_eq!(LlmConfig::from_json(named).unwrap().default_provider_name(), Some("b"));
+    let marked = r#"{"providers":{"a":{"type":"openai"},"b":{"type":"openai"},"c":{"type":"openai","default":true}}}"#;
+    assert_eq!(LlmConfig::from_json(marked).unwrap().default_provider_name(), Some("c"));
+    // "First" means first as written, not alphabetical.
+    let first = r#"{"providers":{"zeta":{"type":"openai"},"alpha":{"type":"openai"}}}"#;
+    let config = LlmConfig::from_json(first).unwrap();
+    assert_eq!(config.default_provider_name(), Some("zeta"));
+    assert_eq!(config.names(), vec!["zeta", "alpha"]);
+}
+
+#[test]
+fn invalid_configurations_name_the_field_and_the_problem() {
+    let cases = [
+        (r#"{"providers":{}}"#, "providers"),
+        (r#"{"providers":{"p":{"type":"gemini"}}}"#, "config.providers.p.type"),
+        (r#"{"providers":{"p":{}}}"#, "config.providers.p"),
+        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":0}}}}"#, "providers.p.rate_limit.requests_per_minute"),
+        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"tokens_per_minute":0}}}}"#, "providers.p.rate_limit.tokens_per_minute"),
+        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":-5}}}}"#, "config.providers.p.rate_limit.requests_per_minute"),
+        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minut":5}}}}"#, "config.providers.p.rate_limit.requests_per_minut"),
+        (r#"{"providers":{"p":{"type":"openai","api_verison":"x"}}}"#, "config.providers.p.api_verison"),
+        (r#"{"providers":{"p":{"type":"custom"}}}"#, "providers.p.base_url"),
+        (r#"{"providers":{"p":{"type":"custom","base_url":"localhost:8080"}}}"#, "providers.p.base_url"),
+        (r#"{"providers":{"p":{"type":"azure_openai","deployment_name":"d"}}}"#, "providers.p.endpoint"),
+        (r#"{"providers":{"p":{"type":"openai","timeout_ms":0}}}"#, "providers.p.timeout_ms"),
+        (r#"{"providers":{"p":{"type":"openai"}},"default_provider":"q"}"#, "default_provider"),
+        (r#"{"providers":{"p":{"type":"openai"},"p":{"type":"openai"}}}"#, "config.providers"),
+        (r#"{"providers":[]}"#, "config.providers"),
+    ];
+    for (json, field) in cases {
+        let error = LlmConfig::from_json(json).unwrap_err();
+        let shown = error.to_string();
+        assert_eq!(field_of(error), field, "{json}: {shown}");
+    }
+    let error = LlmConfig::from_json(r#"{"providers":{"p":{"type":"gemini"}}}"#).unwrap_err();
+    assert!(error.to_string().contains("openai"), "says what is allowed: {error}");
+}
+
+#[test]
+fn empty_keys_come_from_the_injected_environment() {
+    let env = |name: &str| match name {
+        "OPENAI_API_KEY" => Some("sk-from-env-0000".to_string()),
+        "AZURE_OPENAI_API_KEY" => Some("az-from-env-0000".to_string()),
+        "CUSTOM_API_KEY" => Some("custom-from-env".to_string()),
+        _ => None,
+    };
+    let openai = ProviderConfig::new(ProviderKind::Openai);
+    let p = Provider::from_config("o", &openai, &env).unwrap();
+    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
+    assert_eq!(request.headers.get("authorization"), Some("Bearer sk-from-env-0000"));
+
+    let mut azure = ProviderConfig::new(ProviderKind::AzureOpenai);
+    azure.endpoint = Some("https://r.openai.azure.com".into());
+    let p = Provider::from_config("a", &azure, &env).unwrap();
+    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
+    assert_eq!(request.headers.get("api-key"), Some("az-from-env-0000"));
+
+    let mut custom = ProviderConfig::new(ProviderKind::Custom);
+    custom.base_url = Some("http://127.0.0.1:1/v1".into());
+    let p = Provider::from_config("c", &custom, &env).unwrap();
+    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
+    assert_eq!(request.headers.get("authorization"), Some("Bearer custom-from-env"));
+
+    // A configured key wins over the environment.
+    let mut explicit = ProviderConfig::new(ProviderKind::Openai);
+    explicit.api_key = Secret::new("sk-explicit-1111");
+    let p = Provider::from_config("o", &explicit, &env).unwrap();
+    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
+    assert_eq!(request.headers.get("authorization"), Some("Bearer sk-explicit-1111"));
+
+    let error = Provider::from_config("o", &openai, &|_| None).unwrap_err();
+    assert_eq!(field_of(error.clone()), "providers.o.api_key");
+    assert!(error.to_string().contains("OPENAI_API_KEY"));
+}
+
+#[test]
+fn keys_are_never_shown() {
+    let config = LlmConfig::from_json(r#"{"providers":{"p":{"type":"openai","api_key":"sk-very-secret-key"}}}"#).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("sk-very-secret-key"), "{shown}");
+    let serialized = serde_json::to_string(&config).unwrap();
+    assert!(!serialized.contains("sk-very-secret-key"), "{serialized}");
+    let provider = Provider::from_config("p", config.provider("p").unwrap(), &|_| None).unwrap();
+    assert!(!format!("{provider:?}").contains("sk-very-secret-key"));
+}
