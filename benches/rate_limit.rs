@@ -127,7 +127,7 @@ fn main() {
         });
         for i in 0..CALLS {
             let now = T0 + f64::from(i);
-            limiter.observe(black_box(now), black_box(&headers), black_box(200));
+            limiter.observe(black_box(now), black_box(&headers), black_box(200), None);
         }
         black_box(&limiter);
     });
@@ -143,7 +143,7 @@ fn main() {
             let now = T0 + f64::from(i) * 10.0;
             let reservation = limiter.reserve(black_box(now), black_box(600));
             black_box(limiter.blocked_for(&reservation, reservation.start_at_ms));
-            limiter.observe(now, black_box(&headers), 200);
+            limiter.observe(now, black_box(&headers), 200, None);
             limiter.reconcile(&reservation, Some(black_box(610)));
         }
         black_box(&limiter);

@@ -76,7 +76,14 @@ impl From<Vec<Message>> for Prompt {
     }
 }
 
-const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 impl Prompt {
     /// The messages to send: the system prompt (if any, and if a `messages` array does

@@ -16,7 +16,9 @@ use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpRequest;
 use crate::provider::{Completion, Provider};
-use crate::rate_limit::{estimate_prompt_tokens, RateLimitStatus, RateLimiter, RateLimits, Reservation};
+use crate::rate_limit::{
+    estimate_prompt_tokens, RateLimitStatus, RateLimiter, RateLimits, Reservation,
+};
 use crate::retry::RetryPolicy;
 use crate::runtime::{read_to_end, with_timeout, ReadError, ResponseBody, Runtime};
 use crate::stream::StreamAssembler;
@@ -97,23 +99,46 @@ impl<R: Runtime> Client<R> {
         self.inner.limiter.borrow().status(now)
     }
 
-    fn prepare(&self, prompt: &Prompt, config: &GenerationConfig, options: &CallOptions, stream: bool) -> Result<Prepared> {
+    fn prepare(
+        &self,
+        prompt: &Prompt,
+        config: &GenerationConfig,
+        options: &CallOptions,
+        stream: bool,
+    ) -> Result<Prepared> {
         let messages = prompt.to_messages(config)?;
-        let request = self.inner.provider.build_request(&messages, config, stream)?;
+        let request = self
+            .inner
+            .provider
+            .build_request(&messages, config, stream)?;
         let chars = messages.iter().map(|m| m.text_len()).sum();
-        let tokens = estimate_prompt_tokens(chars, messages.len()).saturating_add(config.max_tokens);
+        let tokens =
+            estimate_prompt_tokens(chars, messages.len()).saturating_add(config.max_tokens);
         let timeout_ms = match options.timeout_ms {
             Some(ms) if ms.is_finite() && ms > 0.0 => ms,
-            Some(ms) => return Err(Error::config("timeout_ms", format!("must be a positive number of milliseconds, got {ms}"))),
+            Some(ms) => {
+                return Err(Error::config(
+                    "timeout_ms",
+                    format!("must be a positive number of milliseconds, got {ms}"),
+                ))
+            }
             None => self.inner.provider.config().timeout_ms as f64,
         };
-        Ok(Prepared { request, tokens, timeout_ms })
+        Ok(Prepared {
+            request,
+            tokens,
+            timeout_ms,
+        })
     }
 
     /// Waits for the rate limiter's go, adding the wait to `waited`.
     async fn admit(&self, tokens: u32, waited: &mut f64) -> Permit {
         let runtime = &self.inner.runtime;
-        let reservation = self.inner.limiter.borrow_mut().reserve(runtime.now_ms(), tokens);
+        let reservation = self
+            .inner
+            .limiter
+            .borrow_mut()
+            .reserve(runtime.now_ms(), tokens);
         let permit = Permit {
             limiter: Rc::clone(&self.inner.limiter),
             reservation,
@@ -127,7 +152,11 @@ impl<R: Runtime> Client<R> {
         // A 429 or an exhausted budget reported while this call slept pauses it too. The
         // bound keeps a misbehaving clock from looping forever.
         for _ in 0..100 {
-            let blocked = self.inner.limiter.borrow().blocked_for(runtime.now_ms());
+            let blocked = self
+                .inner
+                .limiter
+                .borrow()
+                .blocked_for(&reservation, runtime.now_ms());
             match blocked {
                 Some(ms) if ms > 0.0 => {
                     *waited += ms;
@@ -140,12 +169,19 @@ impl<R: Runtime> Client<R> {
     }
 
     fn retry_delay(&self, attempt: u32, error: &Error) -> Option<f64> {
-        self.inner.policy.next_delay(attempt, error, self.inner.runtime.random())
+        self.inner
+            .policy
+            .next_delay(attempt, error, self.inner.runtime.random())
     }
 
     /// Generates one answer: waits for the limiter, sends, retries what is worth
     /// retrying, and returns the answer with its thinking separated.
-    pub async fn generate(&self, prompt: &Prompt, config: &GenerationConfig, options: &CallOptions) -> Result<LlmResponse> {
+    pub async fn generate(
+        &self,
+        prompt: &Prompt,
+        config: &GenerationConfig,
+        options: &CallOptions,
+    ) -> Result<LlmResponse> {
         let prepared = self.prepare(prompt, config, options, false)?;
         let runtime = &self.inner.runtime;
         let mut waited = 0.0;
@@ -154,12 +190,18 @@ impl<R: Runtime> Client<R> {
             let mut permit = self.admit(prepared.tokens, &mut waited).await;
             let started = runtime.now_ms();
             permit.sent = true;
-            let outcome = with_timeout(&**runtime, prepared.timeout_ms, self.exchange(prepared.request.clone()))
-                .await
-                .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
+            let outcome = with_timeout(
+                &**runtime,
+                prepared.timeout_ms,
+                self.exchange(prepared.request.clone(), &permit.reservation),
+            )
+            .await
+            .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
             match outcome {
                 Ok(completion) => {
-                    let used = completion.usage.map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX));
+                    let used = completion
+                        .usage
+                        .map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX));
                     permit.settle(used);
                     let mut response = self.respond(completion, runtime.now_ms() - started);
                     response.attempts = attempt + 1;
@@ -182,16 +224,27 @@ impl<R: Runtime> Client<R> {
     }
 
     /// One attempt: send, adapt the limiter to the headers, read and parse the body.
-    async fn exchange(&self, request: HttpRequest) -> Result<Completion> {
+    async fn exchange(
+        &self,
+        request: HttpRequest,
+        reservation: &Reservation,
+    ) -> Result<Completion> {
         let runtime = &self.inner.runtime;
         let provider = &self.inner.provider;
-        let response = runtime.fetch(request).await.map_err(|e| self.connection(&e.0))?;
-        self.inner
-            .limiter
-            .borrow_mut()
-            .observe(runtime.now_ms(), &response.headers, response.status);
+        let response = runtime
+            .fetch(request)
+            .await
+            .map_err(|e| self.connection(&e.0))?;
+        self.inner.limiter.borrow_mut().observe(
+            runtime.now_ms(),
+            &response.headers,
+            response.status,
+            Some(reservation),
+        );
         let mut body = response.body;
-        let bytes = read_to_end(&mut body, MAX_BODY_BYTES).await.map_err(|e| self.read_error(e))?;
+        let bytes = read_to_end(&mut body, MAX_BODY_BYTES)
+            .await
+            .map_err(|e| self.read_error(e))?;
         provider.parse_response(response.status, &response.headers, &bytes, runtime.now_ms())
     }
 
@@ -220,7 +273,12 @@ impl<R: Runtime> Client<R> {
     /// Starts a streamed answer. Failures before the first byte of the body (connection
     /// errors, 429, 5xx) are retried like [`Self::generate`]; once the body flows, an
     /// error ends the stream, since streamed text cannot be taken back.
-    pub async fn stream(&self, prompt: &Prompt, config: &GenerationConfig, options: &CallOptions) -> Result<CompletionStream<R>> {
+    pub async fn stream(
+        &self,
+        prompt: &Prompt,
+        config: &GenerationConfig,
+        options: &CallOptions,
+    ) -> Result<CompletionStream<R>> {
         let prepared = self.prepare(prompt, config, options, true)?;
         let runtime = &self.inner.runtime;
         let provider = &self.inner.provider;
@@ -231,16 +289,28 @@ impl<R: Runtime> Client<R> {
             let started = runtime.now_ms();
             permit.sent = true;
             let opened = with_timeout(&**runtime, prepared.timeout_ms, async {
-                let mut response = runtime.fetch(prepared.request.clone()).await.map_err(|e| self.connection(&e.0))?;
-                self.inner
-                    .limiter
-                    .borrow_mut()
-                    .observe(runtime.now_ms(), &response.headers, response.status);
+                let mut response = runtime
+                    .fetch(prepared.request.clone())
+                    .await
+                    .map_err(|e| self.connection(&e.0))?;
+                self.inner.limiter.borrow_mut().observe(
+                    runtime.now_ms(),
+                    &response.headers,
+                    response.status,
+                    Some(&permit.reservation),
+                );
                 if (200..300).contains(&response.status) {
                     return Ok(response.body);
                 }
-                let bytes = read_to_end(&mut response.body, MAX_BODY_BYTES).await.map_err(|e| self.read_error(e))?;
-                Err(provider.error_from_response(response.status, &response.headers, &bytes, runtime.now_ms()))
+                let bytes = read_to_end(&mut response.body, MAX_BODY_BYTES)
+                    .await
+                    .map_err(|e| self.read_error(e))?;
+                Err(provider.error_from_response(
+                    response.status,
+                    &response.headers,
+                    &bytes,
+                    runtime.now_ms(),
+                ))
             })
             .await
             .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
@@ -314,7 +384,9 @@ impl Permit {
     fn settle(&mut self, actual_tokens: Option<u32>) {
         if !self.settled {
             self.settled = true;
-            self.limiter.borrow_mut().reconcile(&self.reservation, actual_tokens);
+            self.limiter
+                .borrow_mut()
+                .reconcile(&self.reservation, actual_tokens);
         }
     }
 }
@@ -377,7 +449,9 @@ impl<R: Runtime> CompletionStream<R> {
             };
             let step = match chunk {
                 None => Err(self.client.timeout(self.timeout_ms)),
-                Some(Err(e)) => Err(self.client.connection(&format!("the stream broke off: {}", e.0))),
+                Some(Err(e)) => Err(self
+                    .client
+                    .connection(&format!("the stream broke off: {}", e.0))),
                 Some(Ok(Some(bytes))) => match assembler.push(provider, &bytes, runtime.now_ms()) {
                     Ok(delta) if delta.is_empty() => continue,
                     Ok(delta) => return Some(Ok(StreamEvent::Delta(delta))),

@@ -216,7 +216,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "[redacted]" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "[redacted]"
+        })
     }
 }
 
@@ -353,13 +357,9 @@ impl ProviderConfig {
             }
         }
         let retry = &self.retry;
-        let finite = [
-            retry.base_delay_ms,
-            retry.max_backoff_ms,
-            retry.max_wait_ms,
-        ]
-        .iter()
-        .all(|v| v.is_finite() && *v >= 0.0);
+        let finite = [retry.base_delay_ms, retry.max_backoff_ms, retry.max_wait_ms]
+            .iter()
+            .all(|v| v.is_finite() && *v >= 0.0);
         if !finite {
             return Err(Error::config(
                 format!("{path}.retry"),
@@ -388,7 +388,11 @@ fn check_http_url(field: &str, url: &str) -> Result<()> {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"));
     match rest {
-        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) => Ok(()),
+        Some(rest)
+            if !rest.is_empty() && !rest.starts_with('/') && !url.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
         _ => Err(Error::config(
             field,
             format!("must be an http:// or https:// URL, got {url:?}"),
@@ -425,7 +429,10 @@ impl LlmConfig {
     /// Checks every provider and the default's name.
     pub fn validate(&self) -> Result<()> {
         if self.providers.is_empty() {
-            return Err(Error::config("providers", "at least one provider is needed"));
+            return Err(Error::config(
+                "providers",
+                "at least one provider is needed",
+            ));
         }
         for (name, provider) in &self.providers {
             if name.trim().is_empty() {
@@ -493,8 +500,10 @@ where
     D::Error: fmt::Display,
 {
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        // serde_path_to_error writes `?` for a place it could not name (the end of the input).
         let path = e.path().to_string();
-        let field = if path == "." || path.is_empty() {
+        let path = path.trim_end_matches('?').trim_end_matches('.');
+        let field = if path.is_empty() {
             root.to_string()
         } else {
             format!("{root}.{path}")
@@ -503,7 +512,9 @@ where
     })
 }
 
-fn deserialize_ordered<'de, D>(deserializer: D) -> std::result::Result<Vec<(String, ProviderConfig)>, D::Error>
+fn deserialize_ordered<'de, D>(
+    deserializer: D,
+) -> std::result::Result<Vec<(String, ProviderConfig)>, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -513,11 +524,16 @@ where
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("an object of providers by name")
         }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        fn visit_map<A: MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
             let mut out: Vec<(String, ProviderConfig)> = Vec::new();
             while let Some((name, provider)) = map.next_entry::<String, ProviderConfig>()? {
                 if out.iter().any(|(n, _)| *n == name) {
-                    return Err(de::Error::custom(format!("provider '{name}' is defined twice")));
+                    return Err(de::Error::custom(format!(
+                        "provider '{name}' is defined twice"
+                    )));
                 }
                 out.push((name, provider));
             }

@@ -44,12 +44,13 @@ pub enum Error {
         status: u16,
         /// The provider's `error.message`, or a description of the body.
         message: String,
-        /// The provider's `error.type`.
-        error_type: Option<String>,
+        /// The provider's `error.type`. (Boxed strings keep `Error` small enough to return
+        /// by value everywhere.)
+        error_type: Option<Box<str>>,
         /// The provider's `error.code`.
-        code: Option<String>,
+        code: Option<Box<str>>,
         /// The provider's `error.param`.
-        param: Option<String>,
+        param: Option<Box<str>>,
         /// How long the server asked us to wait, when it said so.
         retry_after_ms: Option<f64>,
         /// The server's `x-should-retry` header, when it sent one.

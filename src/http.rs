@@ -110,7 +110,10 @@ mod tests {
         assert_eq!(headers.get("x-ratelimit-remaining-requests"), Some("5"));
         assert_eq!(headers.get("AUTHORIZATION"), Some("Bearer sk-secret"));
         let shown = format!("{headers:?}");
-        assert!(!shown.contains("sk-secret") && !shown.contains("azure-secret"), "{shown}");
+        assert!(
+            !shown.contains("sk-secret") && !shown.contains("azure-secret"),
+            "{shown}"
+        );
         assert!(shown.contains("\"5\""));
     }
 }

@@ -93,9 +93,16 @@ pub struct BatchProgress<'a> {
 impl<R: Runtime> ProviderManager<R> {
     /// Sets up every provider of `config`; `env` looks up API keys left empty. Fails
     /// only when the configuration is invalid or no provider can be set up.
-    pub fn new(config: &LlmConfig, runtime: Rc<R>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn new(
+        config: &LlmConfig,
+        runtime: Rc<R>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         if config.providers.is_empty() {
-            return Err(Error::config("providers", "at least one provider is needed"));
+            return Err(Error::config(
+                "providers",
+                "at least one provider is needed",
+            ));
         }
         let entries: Vec<Entry<R>> = config
             .providers
@@ -116,14 +123,22 @@ impl<R: Runtime> ProviderManager<R> {
         if entries.iter().all(|e| e.client.is_err()) {
             let reasons: Vec<String> = entries
                 .iter()
-                .filter_map(|e| e.client.as_ref().err().map(|err| format!("{}: {err}", e.name)))
+                .filter_map(|e| {
+                    e.client
+                        .as_ref()
+                        .err()
+                        .map(|err| format!("{}: {err}", e.name))
+                })
                 .collect();
             return Err(Error::config(
                 "providers",
                 format!("no provider could be set up ({})", reasons.join("; ")),
             ));
         }
-        let default = config.default_provider_name().unwrap_or_default().to_string();
+        let default = config
+            .default_provider_name()
+            .unwrap_or_default()
+            .to_string();
         if entries.iter().all(|e| e.name != default) {
             return Err(Error::config(
                 "default_provider",
@@ -134,7 +149,11 @@ impl<R: Runtime> ProviderManager<R> {
     }
 
     /// Parses `json` as an [`LlmConfig`] and sets it up.
-    pub fn from_json(json: &str, runtime: Rc<R>, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    pub fn from_json(
+        json: &str,
+        runtime: Rc<R>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         Self::new(&LlmConfig::from_json(json)?, runtime, env)
     }
 
@@ -174,13 +193,20 @@ impl<R: Runtime> ProviderManager<R> {
     /// be set up.
     pub fn client(&self, name: Option<&str>) -> Result<&Client<R>> {
         let name = name.unwrap_or(&self.default);
-        let entry = self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
-            let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
-            Error::config(
-                "provider",
-                format!("unknown provider '{name}' (configured: {})", known.join(", ")),
-            )
-        })?;
+        let entry = self
+            .entries
+            .iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+                Error::config(
+                    "provider",
+                    format!(
+                        "unknown provider '{name}' (configured: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?;
         entry.client.as_ref().map_err(Clone::clone)
     }
 
@@ -192,7 +218,9 @@ impl<R: Runtime> ProviderManager<R> {
         provider: Option<&str>,
         options: &CallOptions,
     ) -> Result<LlmResponse> {
-        self.client(provider)?.generate(prompt, config, options).await
+        self.client(provider)?
+            .generate(prompt, config, options)
+            .await
     }
 
     /// Tries the providers of `order` (all, in configuration order, when `None`) one
@@ -218,7 +246,9 @@ impl<R: Runtime> ProviderManager<R> {
             match outcome {
                 Ok(response) => return Ok(response),
                 Err(error @ Error::Aborted) => return Err(error),
-                Err(error @ Error::Config { .. }) if self.client(Some(&name)).is_ok() => return Err(error),
+                Err(error @ Error::Config { .. }) if self.client(Some(&name)).is_ok() => {
+                    return Err(error)
+                }
                 Err(error) => errors.push((name, error)),
             }
         }
@@ -277,8 +307,14 @@ impl<R: Runtime> ProviderManager<R> {
             let failover = failover.as_deref();
             async move {
                 let result = match failover {
-                    Some(order) => self.generate_with_failover(prompt, config, Some(order), &options.call).await,
-                    None => self.generate(prompt, config, options.provider.as_deref(), &options.call).await,
+                    Some(order) => {
+                        self.generate_with_failover(prompt, config, Some(order), &options.call)
+                            .await
+                    }
+                    None => {
+                        self.generate(prompt, config, options.provider.as_deref(), &options.call)
+                            .await
+                    }
                 };
                 (index, result)
             }

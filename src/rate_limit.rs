@@ -68,6 +68,9 @@ pub struct Reservation {
     /// When the request may start, in milliseconds since the Unix epoch, as scheduled at
     /// reservation; a later server signal may postpone it ([`RateLimiter::blocked_for`]).
     pub start_at_ms: f64,
+    /// The tokens of every reservation of this limiter up to and including this one, so
+    /// [`RateLimiter::observe`] can tell which reservations its server had counted.
+    pub reserved_through: u64,
 }
 
 /// A snapshot of a limiter's state, for status pages and logs.
@@ -129,7 +132,7 @@ pub struct RateLimitStatus {
 /// // The first request is answered 429 "retry after 2 s": everyone not yet sent waits 2 s more.
 /// assert_eq!(limiter.blocked_for(&first, now), None); // (it was sent)
 /// let headers: Headers = [("retry-after-ms", "2000")].into_iter().collect();
-/// limiter.observe(now + 500.0, &headers, 429);
+/// limiter.observe(now + 500.0, &headers, 429, None);
 /// limiter.reconcile(&first, Some(80));
 /// assert_eq!(limiter.blocked_for(&third, third.start_at_ms), Some(2000.0));
 /// ```
@@ -177,6 +180,8 @@ pub struct RateLimiter {
     in_flight: u32,
     /// The tokens charged to reservations not yet reconciled or cancelled.
     in_flight_tokens: u64,
+    /// The tokens of every reservation ever made (see [`Reservation::reserved_through`]).
+    reserved_total: u64,
     next_id: u64,
     /// Recent pauses, oldest first, for [`RateLimiter::blocked_for`] to move the
     /// reservations they postponed.
@@ -217,6 +222,7 @@ impl RateLimiter {
             blocked_until_ms: 0.0,
             in_flight: 0,
             in_flight_tokens: 0,
+            reserved_total: 0,
             next_id: 0,
             pauses: VecDeque::new(),
         }
@@ -240,6 +246,7 @@ impl RateLimiter {
         self.bucket_ms = start;
         self.in_flight = self.in_flight.saturating_add(1);
         self.in_flight_tokens = self.in_flight_tokens.saturating_add(u64::from(tokens));
+        self.reserved_total = self.reserved_total.saturating_add(u64::from(tokens));
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         Reservation {
@@ -247,6 +254,7 @@ impl RateLimiter {
             tokens,
             wait_ms: start - now,
             start_at_ms: start,
+            reserved_through: self.reserved_total,
         }
     }
 
@@ -297,10 +305,12 @@ impl RateLimiter {
     /// * `x-ratelimit-limit-requests` / `-tokens` (positive integers): the effective limit
     ///   becomes the lower of the configured one and this one; when the token capacity
     ///   drops, the bucket's level drops with it.
-    /// * `x-ratelimit-remaining-tokens` R: the bucket's level becomes at most R minus the
-    ///   tokens of the requests still in flight, which the server may not have counted yet.
-    ///   This is conservative; it is most accurate when the response's own reservation was
-    ///   reconciled before its headers are observed.
+    /// * `x-ratelimit-remaining-tokens` R: with `own`, the reservation of the request this
+    ///   response answers, R was the server's figure when that request arrived, so the
+    ///   bucket's level becomes at most R, plus the refill since the request started,
+    ///   minus the tokens of every reservation made after it (the server had not counted
+    ///   those). Without `own`, at most R minus every token still in flight (the server may
+    ///   not have counted them), which is more conservative.
     /// * `x-ratelimit-remaining-requests` 0: the limiter pauses until now plus
     ///   `x-ratelimit-reset-requests` (a Go duration, [`parse_reset_duration_ms`]), or one
     ///   request interval (60 s / effective limit) when that is absent or nonsense.
@@ -317,7 +327,13 @@ impl RateLimiter {
     /// is used on its own. A `retry-after` on another status (a 503) concerns that one call
     /// and is left to [`crate::retry::RetryPolicy`]. `x-ratelimit-reset-tokens` is not used: the bucket's continuous
     /// refill models it already.
-    pub fn observe(&mut self, now_ms: f64, headers: &Headers, status: u16) {
+    pub fn observe(
+        &mut self,
+        now_ms: f64,
+        headers: &Headers,
+        status: u16,
+        own: Option<&Reservation>,
+    ) {
         let now = self.advance_clock(now_ms);
         self.forget_settled_pauses(now);
         let found = RateLimitHeaders::find(headers);
@@ -335,9 +351,21 @@ impl RateLimiter {
             self.refill_to(now);
             // The server's figure is at `now`; the bucket's level may refer to a later time
             // (queued reservations), by which the bucket refills further.
-            let ahead = (self.bucket_ms - now) * self.rate();
-            let available = f64::from(remaining) - self.in_flight_tokens as f64;
-            self.level = self.level.min(available + ahead);
+            let bound = match own {
+                // The server counted this request, and all sent before it, when it arrived
+                // (about when it started): what was reserved after it is not in R, and
+                // the bucket refilled from then on.
+                Some(own) => {
+                    let after = self.reserved_total.saturating_sub(own.reserved_through);
+                    let since = (self.bucket_ms - own.start_at_ms.min(now)).max(0.0);
+                    f64::from(remaining) - after as f64 + since * self.rate()
+                }
+                None => {
+                    let ahead = (self.bucket_ms - now) * self.rate();
+                    f64::from(remaining) - self.in_flight_tokens as f64 + ahead
+                }
+            };
+            self.level = self.level.min(bound);
         }
         if let Some(remaining) = found.remaining_requests.and_then(parse_u32) {
             self.api_remaining_requests = Some(remaining);

@@ -59,7 +59,11 @@ pub trait Runtime {
 }
 
 /// Runs `future`, or gives up after `ms` milliseconds (`None` when it ran out).
-pub async fn with_timeout<R: Runtime, F: Future>(runtime: &R, ms: f64, future: F) -> Option<F::Output> {
+pub async fn with_timeout<R: Runtime, F: Future>(
+    runtime: &R,
+    ms: f64,
+    future: F,
+) -> Option<F::Output> {
     let future = std::pin::pin!(future);
     let timer = std::pin::pin!(runtime.sleep(ms));
     match select(future, timer).await {
@@ -78,7 +82,10 @@ pub enum ReadError {
 }
 
 /// Reads a whole body, failing once it exceeds `limit` bytes.
-pub async fn read_to_end<B: ResponseBody>(body: &mut B, limit: usize) -> Result<Vec<u8>, ReadError> {
+pub async fn read_to_end<B: ResponseBody>(
+    body: &mut B,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
     while let Some(chunk) = body.next_chunk().await.map_err(ReadError::Transport)? {
         if out.len() + chunk.len() > limit {

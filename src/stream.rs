@@ -55,7 +55,12 @@ impl StreamAssembler {
 
     /// Feeds body bytes; returns what became certain. After `[DONE]` further bytes are
     /// ignored.
-    pub fn push(&mut self, provider: &Provider, bytes: &[u8], now_ms: f64) -> Result<ThinkingDelta> {
+    pub fn push(
+        &mut self,
+        provider: &Provider,
+        bytes: &[u8],
+        now_ms: f64,
+    ) -> Result<ThinkingDelta> {
         let mut delta = ThinkingDelta::default();
         if self.done {
             return Ok(delta);
@@ -93,8 +98,20 @@ impl StreamAssembler {
         self.done
     }
 
-    fn apply(&mut self, provider: &Provider, event: &SseEvent, now_ms: f64, delta: &mut ThinkingDelta) -> Result<()> {
-        if self.done || event.event.as_deref().is_some_and(|e| e != "message" && e != "error") && event.data.is_empty() {
+    fn apply(
+        &mut self,
+        provider: &Provider,
+        event: &SseEvent,
+        now_ms: f64,
+        delta: &mut ThinkingDelta,
+    ) -> Result<()> {
+        if self.done
+            || event
+                .event
+                .as_deref()
+                .is_some_and(|e| e != "message" && e != "error")
+                && event.data.is_empty()
+        {
             return Ok(());
         }
         let chunk = match parse_data(&event.data) {
@@ -103,9 +120,16 @@ impl StreamAssembler {
                 return Ok(());
             }
             Ok(ChunkPayload::Json(json)) => provider.parse_stream_chunk(&json, now_ms)?,
-            Err(reason) => return Err(invalid(provider, &format!("a stream chunk is not JSON: {reason}"))),
+            Err(reason) => {
+                return Err(invalid(
+                    provider,
+                    &format!("a stream chunk is not JSON: {reason}"),
+                ))
+            }
         };
-        if self.raw_content.len() + chunk.content.as_deref().map_or(0, str::len) > MAX_STREAMED_BYTES {
+        if self.raw_content.len() + chunk.content.as_deref().map_or(0, str::len)
+            > MAX_STREAMED_BYTES
+        {
             return Err(invalid(provider, "the streamed answer exceeds 32 MiB"));
         }
         self.id = self.id.take().or(chunk.id);
@@ -115,7 +139,9 @@ impl StreamAssembler {
             self.record(&step);
             delta.thinking.push_str(&step.thinking);
             delta.content.push_str(&step.content);
-            self.reasoning.get_or_insert_with(String::new).push_str(&reasoning);
+            self.reasoning
+                .get_or_insert_with(String::new)
+                .push_str(&reasoning);
         }
         if let Some(content) = chunk.content.filter(|c| !c.is_empty()) {
             let step = self.thinking.push(&content);

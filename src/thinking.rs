@@ -106,9 +106,6 @@ impl ThinkingExtractor {
     /// Names are matched ASCII case-insensitively. Each must be non-empty and made of ASCII
     /// letters, digits, `-`, `_` or `:`; the list must not be empty. Otherwise the error is
     /// [`Error::Config`] about the field `thinking.tags`.
-    // The crate's one error type is large (its `Http` variant), but this runs once per
-    // configuration, never on a hot path; boxing it is a crate-wide decision for error.rs.
-    #[allow(clippy::result_large_err)]
     pub fn new<I, S>(tags: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,

@@ -57,7 +57,10 @@ impl fmt::Display for InvalidReason {
                 write!(f, "the content is empty once the thinking is removed")
             }
             InvalidReason::InvalidJson { error } => {
-                write!(f, "JSON was requested but the content does not parse: {error}")
+                write!(
+                    f,
+                    "JSON was requested but the content does not parse: {error}"
+                )
             }
         }
     }

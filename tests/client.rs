@@ -42,11 +42,20 @@ fn no_options() -> CallOptions {
 fn a_normal_answer_has_its_thinking_separated() {
     let sim = Sim::always(Reply::json(
         200,
-        completion_body("<think>2+2 is 4</think>\nThe answer is 4.", Some("Add them."), "stop"),
+        completion_body(
+            "<think>2+2 is 4</think>\nThe answer is 4.",
+            Some("Add them."),
+            "stop",
+        ),
     ));
     let manager = one_openai(&sim, 60, 90_000);
     let r = sim
-        .run(manager.generate(&"What is 2+2?".into(), &GenerationConfig::default(), None, &no_options()))
+        .run(manager.generate(
+            &"What is 2+2?".into(),
+            &GenerationConfig::default(),
+            None,
+            &no_options(),
+        ))
         .expect("answer");
     assert_eq!(r.content, "The answer is 4.");
     assert_eq!(r.thinking.as_deref(), Some("Add them.\n\n2+2 is 4"));
@@ -62,11 +71,20 @@ fn a_normal_answer_has_its_thinking_separated() {
 
     let seen = sim.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].request.url, "http://127.0.0.1:9/v1/chat/completions");
-    assert_eq!(seen[0].request.headers.get("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(
+        seen[0].request.url,
+        "http://127.0.0.1:9/v1/chat/completions"
+    );
+    assert_eq!(
+        seen[0].request.headers.get("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
     let body = seen[0].body();
     assert_eq!(body["model"], "gpt-4o");
-    assert_eq!(body["messages"], json!([{ "role": "user", "content": "What is 2+2?" }]));
+    assert_eq!(
+        body["messages"],
+        json!([{ "role": "user", "content": "What is 2+2?" }])
+    );
     assert_eq!(body["temperature"], 0.7);
     assert_eq!(body["max_tokens"], 1000);
     assert_eq!(body["top_p"], 0.9);
@@ -86,7 +104,9 @@ fn azure_requests_use_the_deployment_path_api_key_and_version() {
         stop_sequences: Some(vec!["END".into()]),
         ..GenerationConfig::default()
     };
-    let r = sim.run(manager.generate(&"Hi".into(), &config, Some("az"), &no_options())).expect("answer");
+    let r = sim
+        .run(manager.generate(&"Hi".into(), &config, Some("az"), &no_options()))
+        .expect("answer");
     assert_eq!(r.content, "Ahoy");
     let seen = sim.seen();
     let request = &seen[0].request;
@@ -97,8 +117,14 @@ fn azure_requests_use_the_deployment_path_api_key_and_version() {
     assert_eq!(request.headers.get("api-key"), Some("azure-key-123456"));
     assert_eq!(request.headers.get("authorization"), None);
     let body = seen[0].body();
-    assert!(body.get("model").is_none(), "Azure's deployment decides the model");
-    assert_eq!(body["messages"][0], json!({ "role": "system", "content": "You are a pirate." }));
+    assert!(
+        body.get("model").is_none(),
+        "Azure's deployment decides the model"
+    );
+    assert_eq!(
+        body["messages"][0],
+        json!({ "role": "system", "content": "You are a pirate." })
+    );
     assert_eq!(body["stop"], json!(["END"]));
 }
 
@@ -119,7 +145,10 @@ fn two_hundred_requests_at_60_rpm_never_exceed_60_in_any_minute() {
     assert_eq!(times.len(), 200);
     for (i, start) in times.iter().enumerate() {
         let in_window = times[i..].iter().filter(|t| **t < start + 60_000.0).count();
-        assert!(in_window <= 60, "{in_window} requests in the minute from request {i}");
+        assert!(
+            in_window <= 60,
+            "{in_window} requests in the minute from request {i}"
+        );
     }
     // Pacing, not starving: the last burst starts at three minutes.
     let last = times.iter().cloned().fold(0.0, f64::max) - support::START_MS;
@@ -136,8 +165,14 @@ fn remaining_requests_zero_holds_the_next_request_until_the_reset() {
     ]);
     let manager = one_openai(&sim, 1000, 1_000_000);
     sim.run(async {
-        manager.generate(&"a".into(), &small(), None, &no_options()).await.expect("first");
-        manager.generate(&"b".into(), &small(), None, &no_options()).await.expect("second");
+        manager
+            .generate(&"a".into(), &small(), None, &no_options())
+            .await
+            .expect("first");
+        manager
+            .generate(&"b".into(), &small(), None, &no_options())
+            .await
+            .expect("second");
     });
     let seen = sim.seen();
     // The first answer arrives at 100 ms and says: nothing more for 6 s.
@@ -152,7 +187,9 @@ fn a_429_with_retry_after_ms_waits_exactly_that_long() {
         Reply::completion("done"),
     ]);
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let r = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).expect("retried");
+    let r = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .expect("retried");
     assert_eq!(r.content, "done");
     assert_eq!(r.attempts, 2);
     let seen = sim.seen();
@@ -162,14 +199,26 @@ fn a_429_with_retry_after_ms_waits_exactly_that_long() {
 
 #[test]
 fn server_errors_back_off_exponentially_then_give_up() {
-    let sim = Sim::always(Reply::json(500, json!({ "error": { "message": "boom", "type": "server_error" } })));
+    let sim = Sim::always(Reply::json(
+        500,
+        json!({ "error": { "message": "boom", "type": "server_error" } }),
+    ));
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let error = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
-    assert!(matches!(error, Error::Http { status: 500, ref message, .. } if message == "boom"), "{error:?}");
+    let error = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Http { status: 500, ref message, .. } if message == "boom"),
+        "{error:?}"
+    );
     assert_eq!(error.provider(), Some("main"));
     let at: Vec<f64> = sim.seen().iter().map(|s| s.at_ms).collect();
     let gaps: Vec<f64> = at.windows(2).map(|w| w[1] - w[0] - 100.0).collect();
-    assert_eq!(gaps, vec![1_000.0, 2_000.0, 4_000.0], "1 s × 2^attempt, 3 retries");
+    assert_eq!(
+        gaps,
+        vec![1_000.0, 2_000.0, 4_000.0],
+        "1 s × 2^attempt, 3 retries"
+    );
 }
 
 #[test]
@@ -177,7 +226,8 @@ fn jitter_shortens_backoff_by_at_most_a_quarter() {
     let sim = Sim::always(Reply::json(503, json!({})));
     sim.set_random(0.999);
     let manager = one_openai(&sim, 1000, 1_000_000);
-    sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
+    sim.run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .unwrap_err();
     let at: Vec<f64> = sim.seen().iter().map(|s| s.at_ms).collect();
     let first_gap = at[1] - at[0] - 100.0;
     assert!(first_gap > 750.0 && first_gap < 1_000.0, "{first_gap}");
@@ -185,12 +235,22 @@ fn jitter_shortens_backoff_by_at_most_a_quarter() {
 
 #[test]
 fn client_errors_are_not_retried() {
-    let sim = Sim::always(Reply::json(400, json!({ "error": { "message": "bad param", "type": "invalid_request_error", "param": "temperature", "code": null } })));
+    let sim = Sim::always(Reply::json(
+        400,
+        json!({ "error": { "message": "bad param", "type": "invalid_request_error", "param": "temperature", "code": null } }),
+    ));
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let error = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
+    let error = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .unwrap_err();
     assert_eq!(sim.seen().len(), 1);
     match error {
-        Error::Http { status, param, error_type, .. } => {
+        Error::Http {
+            status,
+            param,
+            error_type,
+            ..
+        } => {
             assert_eq!(status, 400);
             assert_eq!(param.as_deref(), Some("temperature"));
             assert_eq!(error_type.as_deref(), Some("invalid_request_error"));
@@ -201,11 +261,20 @@ fn client_errors_are_not_retried() {
 
 #[test]
 fn malformed_and_truncated_bodies_are_invalid_responses_and_retried() {
-    for body in ["{not json", "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"Hel", ""] {
+    for body in [
+        "{not json",
+        "{\"id\":\"x\",\"choices\":[{\"message\":{\"content\":\"Hel",
+        "",
+    ] {
         let sim = Sim::always(Reply::raw(200, body));
         let manager = one_openai(&sim, 1000, 1_000_000);
-        let error = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
-        assert!(matches!(error, Error::InvalidResponse { .. }), "{body:?}: {error:?}");
+        let error = sim
+            .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+            .unwrap_err();
+        assert!(
+            matches!(error, Error::InvalidResponse { .. }),
+            "{body:?}: {error:?}"
+        );
         assert_eq!(sim.seen().len(), 4, "{body:?}");
     }
 }
@@ -218,25 +287,37 @@ fn a_slow_answer_times_out_per_attempt() {
         timeout_ms: Some(2_000.0),
         ..CallOptions::default()
     };
-    let error = sim.run(manager.generate(&"a".into(), &small(), None, &options)).unwrap_err();
-    assert!(matches!(error, Error::Timeout { after_ms, .. } if after_ms == 2_000.0), "{error:?}");
+    let error = sim
+        .run(manager.generate(&"a".into(), &small(), None, &options))
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Timeout { after_ms, .. } if after_ms == 2_000.0),
+        "{error:?}"
+    );
     assert_eq!(sim.seen().len(), 4);
     // 4 attempts of 2 s and backoff of 1 + 2 + 4 s.
     assert_eq!(sim.elapsed(), 4.0 * 2_000.0 + 7_000.0);
     // Nothing is left in flight after the timeouts.
     let status = manager.provider_status();
-    assert_eq!(status[0].rate_limiter.as_ref().map(|s| s.in_flight), Some(0));
+    assert_eq!(
+        status[0].rate_limiter.as_ref().map(|s| s.in_flight),
+        Some(0)
+    );
 }
 
 #[test]
 fn connection_errors_are_retried_and_reported() {
     let sim = Sim::sequence(vec![Reply::refused(), Reply::completion("back")]);
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let r = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).expect("retried");
+    let r = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .expect("retried");
     assert_eq!(r.attempts, 2);
     let sim = Sim::always(Reply::refused());
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let error = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
+    let error = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .unwrap_err();
     assert!(matches!(error, Error::Connection { .. }), "{error:?}");
 }
 
@@ -261,8 +342,16 @@ fn failover_reaches_the_second_provider_when_the_first_always_fails() {
         .expect("second answers");
     assert_eq!(r.content, "from second");
     assert_eq!(r.provider, "second");
-    let hosts: Vec<bool> = sim.seen().iter().map(|s| s.request.url.contains("first")).collect();
-    assert_eq!(hosts, vec![true, true, true, true, false], "first retried 3 times, then second");
+    let hosts: Vec<bool> = sim
+        .seen()
+        .iter()
+        .map(|s| s.request.url.contains("first"))
+        .collect();
+    assert_eq!(
+        hosts,
+        vec![true, true, true, true, false],
+        "first retried 3 times, then second"
+    );
     // A custom provider without a key sends no credentials.
     assert_eq!(sim.seen()[4].request.headers.get("authorization"), None);
 }
@@ -276,8 +365,12 @@ fn failover_reports_every_provider_when_all_fail() {
             "a": { "type": "custom", "base_url": "http://a.test/v1" },
             "b": { "type": "openai" } } }),
     );
-    let error = sim.run(manager.generate_with_failover(&"x".into(), &small(), None, &no_options())).unwrap_err();
-    let Error::AllProvidersFailed { errors } = &error else { panic!("{error:?}") };
+    let error = sim
+        .run(manager.generate_with_failover(&"x".into(), &small(), None, &no_options()))
+        .unwrap_err();
+    let Error::AllProvidersFailed { errors } = &error else {
+        panic!("{error:?}")
+    };
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0].0, "a");
     assert!(matches!(errors[0].1, Error::Http { status: 400, .. }));
@@ -286,41 +379,72 @@ fn failover_reports_every_provider_when_all_fail() {
     assert_eq!(error.code(), "all_providers_failed");
     // An unknown name is a mistake, not a silent skip.
     let order = vec!["a".to_string(), "zzz".to_string()];
-    let error = sim.run(manager.generate_with_failover(&"x".into(), &small(), Some(&order), &no_options())).unwrap_err();
-    assert!(error.to_string().contains("unknown provider 'zzz'"), "{error}");
+    let error = sim
+        .run(manager.generate_with_failover(&"x".into(), &small(), Some(&order), &no_options()))
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("unknown provider 'zzz'"),
+        "{error}"
+    );
 }
 
 #[test]
 fn unavailable_providers_are_shown_with_their_reason_and_answer_with_it() {
     let sim = Sim::always(Reply::completion("ok"));
-    let env = |name: &str| (name == "AZURE_OPENAI_API_KEY").then(|| "from-env-azure-key".to_string());
+    let env =
+        |name: &str| (name == "AZURE_OPENAI_API_KEY").then(|| "from-env-azure-key".to_string());
+    // Raw text, not json!: the order as written matters, and json! sorts keys.
     let config = LlmConfig::from_json(
-        &json!({ "providers": {
+        r#"{ "providers": {
             "openai_main": { "type": "openai", "model": "gpt-4o", "default": true },
-            "azure": { "type": "azure_openai", "endpoint": "https://r.openai.azure.com", "deployment_name": "dep" } } })
-        .to_string(),
+            "azure": { "type": "azure_openai", "endpoint": "https://r.openai.azure.com", "deployment_name": "dep" } } }"#,
     )
     .unwrap();
-    let manager = ProviderManager::new(&config, Rc::new(sim.clone()), &env).expect("one provider is enough");
+    let manager =
+        ProviderManager::new(&config, Rc::new(sim.clone()), &env).expect("one provider is enough");
     assert_eq!(manager.list_providers(), vec!["azure".to_string()]);
     let status = manager.provider_status();
     assert_eq!(status.len(), 2);
     assert!(!status[0].available);
     assert!(status[0].default);
-    assert!(status[0].reason.as_deref().unwrap().contains("OPENAI_API_KEY"));
+    assert!(status[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("OPENAI_API_KEY"));
     assert!(status[0].rate_limiter.is_none());
     assert!(status[1].available);
     assert_eq!(status[1].model, "dep");
-    assert_eq!(status[1].rate_limiter.as_ref().map(|r| r.max_requests_per_minute), Some(60));
+    assert_eq!(
+        status[1]
+            .rate_limiter
+            .as_ref()
+            .map(|r| r.max_requests_per_minute),
+        Some(60)
+    );
     // The default is the unavailable one: a call to it gets the reason, never a fallback.
-    let error = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
-    assert!(matches!(&error, Error::Config { field, .. } if field == "providers.openai_main.api_key"), "{error:?}");
+    let error = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Config { field, .. } if field == "providers.openai_main.api_key"),
+        "{error:?}"
+    );
     assert!(sim.seen().is_empty());
-    sim.run(manager.generate(&"a".into(), &small(), Some("azure"), &no_options())).expect("azure works");
-    assert_eq!(sim.seen()[0].request.headers.get("api-key"), Some("from-env-azure-key"));
+    sim.run(manager.generate(&"a".into(), &small(), Some("azure"), &no_options()))
+        .expect("azure works");
+    assert_eq!(
+        sim.seen()[0].request.headers.get("api-key"),
+        Some("from-env-azure-key")
+    );
 
-    let error = ProviderManager::new(&config, Rc::new(sim.clone()), &|_| None).err().expect("no provider at all");
-    assert!(error.to_string().contains("no provider could be set up"), "{error}");
+    let error = ProviderManager::new(&config, Rc::new(sim.clone()), &|_| None)
+        .err()
+        .expect("no provider at all");
+    assert!(
+        error.to_string().contains("no provider could be set up"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -330,8 +454,14 @@ fn keys_never_appear_in_errors_even_when_the_server_echoes_them() {
         json!({ "error": { "message": format!("Incorrect API key provided: {KEY}. Find yours at ..."), "type": "invalid_request_error", "code": "invalid_api_key" } }),
     ));
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let error = sim.run(manager.generate(&"a".into(), &small(), None, &no_options())).unwrap_err();
-    for shown in [error.to_string(), format!("{error:?}"), format!("{:?}", sim.seen()[0].request)] {
+    let error = sim
+        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .unwrap_err();
+    for shown in [
+        error.to_string(),
+        format!("{error:?}"),
+        format!("{:?}", sim.seen()[0].request),
+    ] {
         assert!(!shown.contains(KEY), "{shown}");
     }
     assert!(error.to_string().contains("[redacted]"));
@@ -346,16 +476,27 @@ fn a_batch_gives_one_result_per_prompt_in_order_with_progress() {
         } else {
             let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
             let question = body["messages"][0]["content"].as_str().unwrap().to_string();
-            Reply::completion(&format!("<think>thinking about {question}</think>answer to {question}"))
+            Reply::completion(&format!(
+                "<think>thinking about {question}</think>answer to {question}"
+            ))
         }
     });
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let prompts: Vec<Prompt> = ["q0", "q1", "bad prompt", "q3", "q4"].iter().map(|p| Prompt::from(*p)).collect();
+    let prompts: Vec<Prompt> = ["q0", "q1", "bad prompt", "q3", "q4"]
+        .iter()
+        .map(|p| Prompt::from(*p))
+        .collect();
     let mut progress = Vec::new();
     let results = sim
-        .run(manager.generate_batch(&prompts, &small(), &BatchOptions { concurrency: 2, ..BatchOptions::default() }, |p| {
-            progress.push((p.done, p.total, p.index, p.result.is_ok()))
-        }))
+        .run(manager.generate_batch(
+            &prompts,
+            &small(),
+            &BatchOptions {
+                concurrency: 2,
+                ..BatchOptions::default()
+            },
+            |p| progress.push((p.done, p.total, p.index, p.result.is_ok())),
+        ))
         .expect("batch");
     assert_eq!(results.len(), 5);
     for (i, result) in results.iter().enumerate() {
@@ -364,10 +505,16 @@ fn a_batch_gives_one_result_per_prompt_in_order_with_progress() {
         } else {
             let r = result.as_ref().expect("answer");
             assert_eq!(r.content, format!("answer to q{i}"));
-            assert_eq!(r.thinking.as_deref(), Some(format!("thinking about q{i}").as_str()));
+            assert_eq!(
+                r.thinking.as_deref(),
+                Some(format!("thinking about q{i}").as_str())
+            );
         }
     }
-    assert_eq!(progress.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        progress.iter().map(|p| p.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
     assert!(progress.iter().all(|p| p.1 == 5));
     let mut indexes: Vec<usize> = progress.iter().map(|p| p.2).collect();
     indexes.sort();
@@ -385,13 +532,20 @@ fn a_batch_with_an_invalid_config_or_provider_fails_as_a_whole() {
         temperature: 3.0,
         ..GenerationConfig::default()
     };
-    let error = sim.run(manager.generate_batch(&["a".into()], &bad, &BatchOptions::default(), |_| {})).unwrap_err();
-    assert!(matches!(&error, Error::Config { field, .. } if field == "temperature"), "{error:?}");
+    let error = sim
+        .run(manager.generate_batch(&["a".into()], &bad, &BatchOptions::default(), |_| {}))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Config { field, .. } if field == "temperature"),
+        "{error:?}"
+    );
     let options = BatchOptions {
         provider: Some("nope".into()),
         ..BatchOptions::default()
     };
-    let error = sim.run(manager.generate_batch(&["a".into()], &small(), &options, |_| {})).unwrap_err();
+    let error = sim
+        .run(manager.generate_batch(&["a".into()], &small(), &options, |_| {}))
+        .unwrap_err();
     assert!(error.to_string().contains("unknown provider 'nope'"));
     assert!(sim.seen().is_empty());
 }
@@ -406,15 +560,35 @@ fn token_budget_paces_a_batch() {
         max_tokens: 100,
         ..GenerationConfig::default()
     };
-    let prompts: Vec<Prompt> = (0..30).map(|i| Prompt::from(format!("question {i}"))).collect();
+    let prompts: Vec<Prompt> = (0..30)
+        .map(|i| Prompt::from(format!("question {i}")))
+        .collect();
     let results = sim
-        .run(manager.generate_batch(&prompts, &config, &BatchOptions { concurrency: 30, ..BatchOptions::default() }, |_| {}))
+        .run(manager.generate_batch(
+            &prompts,
+            &config,
+            &BatchOptions {
+                concurrency: 30,
+                ..BatchOptions::default()
+            },
+            |_| {},
+        ))
         .expect("batch");
     assert!(results.iter().all(Result::is_ok));
-    let times: Vec<f64> = sim.seen().iter().map(|s| s.at_ms - support::START_MS).collect();
+    let times: Vec<f64> = sim
+        .seen()
+        .iter()
+        .map(|s| s.at_ms - support::START_MS)
+        .collect();
     let at_once = times.iter().filter(|t| **t == 0.0).count();
-    assert!((8..=9).contains(&at_once), "about 1000 / 110 requests fit at once, got {at_once}");
-    assert!(times.iter().cloned().fold(0.0, f64::max) > 0.0, "the rest waited for the refill");
+    assert!(
+        (8..=9).contains(&at_once),
+        "about 1000 / 110 requests fit at once, got {at_once}"
+    );
+    assert!(
+        times.iter().cloned().fold(0.0, f64::max) > 0.0,
+        "the rest waited for the refill"
+    );
 }
 
 #[test]
@@ -430,7 +604,10 @@ fn a_streamed_answer_gives_deltas_then_the_whole_response() {
     let sim = Sim::always(Reply::sse(&sse));
     let manager = one_openai(&sim, 1000, 1_000_000);
     let (deltas, done) = sim.run(async {
-        let mut stream = manager.stream(&"q".into(), &small(), None, &no_options()).await.expect("stream");
+        let mut stream = manager
+            .stream(&"q".into(), &small(), None, &no_options())
+            .await
+            .expect("stream");
         let mut deltas = Vec::new();
         let mut done = None;
         while let Some(event) = stream.next().await {
@@ -445,13 +622,19 @@ fn a_streamed_answer_gives_deltas_then_the_whole_response() {
     let thinking: String = deltas.iter().map(|d| d.thinking.as_str()).collect();
     assert_eq!(content, "The answer is 4.");
     assert_eq!(thinking, "step one");
-    assert!(deltas.len() >= 3, "content streams as it arrives: {deltas:?}");
+    assert!(
+        deltas.len() >= 3,
+        "content streams as it arrives: {deltas:?}"
+    );
     assert_eq!(done.content, "The answer is 4.");
     assert_eq!(done.thinking.as_deref(), Some("step one"));
     assert_eq!(done.finish_reason.as_deref(), Some("stop"));
     assert_eq!(done.usage.map(|u| u.total_tokens), Some(12));
     assert_eq!(done.id.as_deref(), Some("c1"));
-    assert_eq!(done.raw_response.as_ref().unwrap()["choices"][0]["message"]["content"], "<think>step one</think>The answer is 4.");
+    assert_eq!(
+        done.raw_response.as_ref().unwrap()["choices"][0]["message"]["content"],
+        "<think>step one</think>The answer is 4."
+    );
     let body = sim.seen()[0].body();
     assert_eq!(body["stream"], true);
     assert_eq!(body["stream_options"], json!({ "include_usage": true }));
@@ -459,12 +642,16 @@ fn a_streamed_answer_gives_deltas_then_the_whole_response() {
 
 #[test]
 fn a_stream_that_breaks_off_ends_with_an_error() {
-    let mut reply = Reply::sse(&["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n"]);
+    let mut reply =
+        Reply::sse(&["data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"}}]}\n\n"]);
     reply.break_after_chunks = true;
     let sim = Sim::always(reply);
     let manager = one_openai(&sim, 1000, 1_000_000);
     let events = sim.run(async {
-        let mut stream = manager.stream(&"q".into(), &small(), None, &no_options()).await.expect("opens");
+        let mut stream = manager
+            .stream(&"q".into(), &small(), None, &no_options())
+            .await
+            .expect("opens");
         let mut events = Vec::new();
         while let Some(event) = stream.next().await {
             events.push(event);
@@ -472,7 +659,10 @@ fn a_stream_that_breaks_off_ends_with_an_error() {
         events
     });
     assert!(matches!(&events[0], Ok(StreamEvent::Delta(d)) if d.content == "Hello"));
-    assert!(matches!(events.last(), Some(Err(Error::Connection { .. }))), "{events:?}");
+    assert!(
+        matches!(events.last(), Some(Err(Error::Connection { .. }))),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -483,7 +673,10 @@ fn a_stream_retries_errors_before_the_body_flows() {
     ]);
     let manager = one_openai(&sim, 1000, 1_000_000);
     let response = sim.run(async {
-        let mut stream = manager.stream(&"q".into(), &small(), None, &no_options()).await.expect("opens");
+        let mut stream = manager
+            .stream(&"q".into(), &small(), None, &no_options())
+            .await
+            .expect("opens");
         let mut last = None;
         while let Some(event) = stream.next().await {
             if let StreamEvent::Done(r) = event.expect("ok") {
@@ -501,7 +694,8 @@ fn dropping_a_call_gives_its_reservation_back() {
     let sim = Sim::always(Reply::completion("slow").latency(10_000.0));
     let manager = one_openai(&sim, 1000, 1_000_000);
     sim.run(async {
-        let call = manager.generate(&"a".into(), &small(), None, &no_options());
+        let (prompt, config, options) = ("a".into(), small(), no_options());
+        let call = manager.generate(&prompt, &config, None, &options);
         let timer = llm_distiller::runtime::with_timeout(&sim, 50.0, call).await;
         assert!(timer.is_none(), "the call was cut off");
     });

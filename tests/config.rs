@@ -19,7 +19,10 @@ fn field_of(error: Error) -> String {
 fn generation_defaults_are_the_designs() {
     let config = GenerationConfig::from_json("{}").unwrap();
     assert_eq!(config, GenerationConfig::default());
-    assert_eq!(config.model, None, "the provider's model, itself gpt-3.5-turbo by default");
+    assert_eq!(
+        config.model, None,
+        "the provider's model, itself gpt-3.5-turbo by default"
+    );
     assert_eq!(config.temperature, 0.7);
     assert_eq!(config.max_tokens, 1000);
     assert_eq!(config.top_p, 0.9);
@@ -27,7 +30,10 @@ fn generation_defaults_are_the_designs() {
     assert_eq!(config.presence_penalty, 0.0);
     assert_eq!(config.system_prompt, None);
     assert_eq!(config.stop_sequences, None);
-    assert_eq!(ProviderConfig::new(ProviderKind::Openai).model, "gpt-3.5-turbo");
+    assert_eq!(
+        ProviderConfig::new(ProviderKind::Openai).model,
+        "gpt-3.5-turbo"
+    );
 }
 
 #[test]
@@ -51,7 +57,10 @@ fn generation_errors_name_the_field() {
         (r#"{"frequency_penalty": 3}"#, "frequency_penalty"),
         (r#"{"presence_penalty": -2.01}"#, "presence_penalty"),
         (r#"{"max_tokens": 0}"#, "max_tokens"),
-        (r#"{"stop_sequences": ["a","b","c","d","e"]}"#, "stop_sequences"),
+        (
+            r#"{"stop_sequences": ["a","b","c","d","e"]}"#,
+            "stop_sequences",
+        ),
         (r#"{"response_format": "json"}"#, "response_format"),
         (r#"{"messages": []}"#, "messages"),
         (r#"{"model": " "}"#, "model"),
@@ -69,7 +78,11 @@ fn generation_errors_name_the_field() {
         (r#"{"temperature": 1"#, "config"),
     ];
     for (json, field) in cases {
-        assert_eq!(field_of(GenerationConfig::from_json(json).unwrap_err()), field, "{json}");
+        assert_eq!(
+            field_of(GenerationConfig::from_json(json).unwrap_err()),
+            field,
+            "{json}"
+        );
     }
 }
 
@@ -80,7 +93,13 @@ fn provider_defaults_and_rate_limit_defaults() {
     assert_eq!(p.kind, ProviderKind::Openai);
     assert_eq!(p.model, "gpt-3.5-turbo");
     assert_eq!(p.api_version, "2024-10-21");
-    assert_eq!(p.rate_limit, RateLimitConfig { requests_per_minute: 60, tokens_per_minute: 90_000 });
+    assert_eq!(
+        p.rate_limit,
+        RateLimitConfig {
+            requests_per_minute: 60,
+            tokens_per_minute: 90_000
+        }
+    );
     assert_eq!(p.timeout_ms, 60_000);
     assert_eq!(p.retry.max_retries, 3);
     assert!(!p.default);
@@ -89,9 +108,17 @@ fn provider_defaults_and_rate_limit_defaults() {
 #[test]
 fn the_default_provider_is_named_else_marked_else_first() {
     let named = r#"{"default_provider":"b","providers":{"a":{"type":"openai"},"b":{"type":"openai"},"c":{"type":"openai","default":true}}}"#;
-    assert_eq!(LlmConfig::from_json(named).unwrap().default_provider_name(), Some("b"));
+    assert_eq!(
+        LlmConfig::from_json(named).unwrap().default_provider_name(),
+        Some("b")
+    );
     let marked = r#"{"providers":{"a":{"type":"openai"},"b":{"type":"openai"},"c":{"type":"openai","default":true}}}"#;
-    assert_eq!(LlmConfig::from_json(marked).unwrap().default_provider_name(), Some("c"));
+    assert_eq!(
+        LlmConfig::from_json(marked)
+            .unwrap()
+            .default_provider_name(),
+        Some("c")
+    );
     // "First" means first as written, not alphabetical.
     let first = r#"{"providers":{"zeta":{"type":"openai"},"alpha":{"type":"openai"}}}"#;
     let config = LlmConfig::from_json(first).unwrap();
@@ -103,19 +130,55 @@ fn the_default_provider_is_named_else_marked_else_first() {
 fn invalid_configurations_name_the_field_and_the_problem() {
     let cases = [
         (r#"{"providers":{}}"#, "providers"),
-        (r#"{"providers":{"p":{"type":"gemini"}}}"#, "config.providers.p.type"),
+        (
+            r#"{"providers":{"p":{"type":"gemini"}}}"#,
+            "config.providers.p.type",
+        ),
         (r#"{"providers":{"p":{}}}"#, "config.providers.p"),
-        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":0}}}}"#, "providers.p.rate_limit.requests_per_minute"),
-        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"tokens_per_minute":0}}}}"#, "providers.p.rate_limit.tokens_per_minute"),
-        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":-5}}}}"#, "config.providers.p.rate_limit.requests_per_minute"),
-        (r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minut":5}}}}"#, "config.providers.p.rate_limit.requests_per_minut"),
-        (r#"{"providers":{"p":{"type":"openai","api_verison":"x"}}}"#, "config.providers.p.api_verison"),
-        (r#"{"providers":{"p":{"type":"custom"}}}"#, "providers.p.base_url"),
-        (r#"{"providers":{"p":{"type":"custom","base_url":"localhost:8080"}}}"#, "providers.p.base_url"),
-        (r#"{"providers":{"p":{"type":"azure_openai","deployment_name":"d"}}}"#, "providers.p.endpoint"),
-        (r#"{"providers":{"p":{"type":"openai","timeout_ms":0}}}"#, "providers.p.timeout_ms"),
-        (r#"{"providers":{"p":{"type":"openai"}},"default_provider":"q"}"#, "default_provider"),
-        (r#"{"providers":{"p":{"type":"openai"},"p":{"type":"openai"}}}"#, "config.providers"),
+        (
+            r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":0}}}}"#,
+            "providers.p.rate_limit.requests_per_minute",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai","rate_limit":{"tokens_per_minute":0}}}}"#,
+            "providers.p.rate_limit.tokens_per_minute",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":-5}}}}"#,
+            "config.providers.p.rate_limit.requests_per_minute",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minut":5}}}}"#,
+            "config.providers.p.rate_limit.requests_per_minut",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai","api_verison":"x"}}}"#,
+            "config.providers.p.api_verison",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"custom"}}}"#,
+            "providers.p.base_url",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"custom","base_url":"localhost:8080"}}}"#,
+            "providers.p.base_url",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"azure_openai","deployment_name":"d"}}}"#,
+            "providers.p.endpoint",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai","timeout_ms":0}}}"#,
+            "providers.p.timeout_ms",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai"}},"default_provider":"q"}"#,
+            "default_provider",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai"},"p":{"type":"openai"}}}"#,
+            "config.providers",
+        ),
         (r#"{"providers":[]}"#, "config.providers"),
     ];
     for (json, field) in cases {
@@ -124,7 +187,10 @@ fn invalid_configurations_name_the_field_and_the_problem() {
         assert_eq!(field_of(error), field, "{json}: {shown}");
     }
     let error = LlmConfig::from_json(r#"{"providers":{"p":{"type":"gemini"}}}"#).unwrap_err();
-    assert!(error.to_string().contains("openai"), "says what is allowed: {error}");
+    assert!(
+        error.to_string().contains("openai"),
+        "says what is allowed: {error}"
+    );
 }
 
 #[test]
@@ -137,27 +203,60 @@ fn empty_keys_come_from_the_injected_environment() {
     };
     let openai = ProviderConfig::new(ProviderKind::Openai);
     let p = Provider::from_config("o", &openai, &env).unwrap();
-    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
-    assert_eq!(request.headers.get("authorization"), Some("Bearer sk-from-env-0000"));
+    let request = p
+        .build_request(
+            &[llm_distiller::Message::new("user", "hi")],
+            &GenerationConfig::default(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        request.headers.get("authorization"),
+        Some("Bearer sk-from-env-0000")
+    );
 
     let mut azure = ProviderConfig::new(ProviderKind::AzureOpenai);
     azure.endpoint = Some("https://r.openai.azure.com".into());
     let p = Provider::from_config("a", &azure, &env).unwrap();
-    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
+    let request = p
+        .build_request(
+            &[llm_distiller::Message::new("user", "hi")],
+            &GenerationConfig::default(),
+            false,
+        )
+        .unwrap();
     assert_eq!(request.headers.get("api-key"), Some("az-from-env-0000"));
 
     let mut custom = ProviderConfig::new(ProviderKind::Custom);
     custom.base_url = Some("http://127.0.0.1:1/v1".into());
     let p = Provider::from_config("c", &custom, &env).unwrap();
-    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
-    assert_eq!(request.headers.get("authorization"), Some("Bearer custom-from-env"));
+    let request = p
+        .build_request(
+            &[llm_distiller::Message::new("user", "hi")],
+            &GenerationConfig::default(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        request.headers.get("authorization"),
+        Some("Bearer custom-from-env")
+    );
 
     // A configured key wins over the environment.
     let mut explicit = ProviderConfig::new(ProviderKind::Openai);
     explicit.api_key = Secret::new("sk-explicit-1111");
     let p = Provider::from_config("o", &explicit, &env).unwrap();
-    let request = p.build_request(&[llm_distiller::Message::new("user", "hi")], &GenerationConfig::default(), false).unwrap();
-    assert_eq!(request.headers.get("authorization"), Some("Bearer sk-explicit-1111"));
+    let request = p
+        .build_request(
+            &[llm_distiller::Message::new("user", "hi")],
+            &GenerationConfig::default(),
+            false,
+        )
+        .unwrap();
+    assert_eq!(
+        request.headers.get("authorization"),
+        Some("Bearer sk-explicit-1111")
+    );
 
     let error = Provider::from_config("o", &openai, &|_| None).unwrap_err();
     assert_eq!(field_of(error.clone()), "providers.o.api_key");
@@ -166,7 +265,10 @@ fn empty_keys_come_from_the_injected_environment() {
 
 #[test]
 fn keys_are_never_shown() {
-    let config = LlmConfig::from_json(r#"{"providers":{"p":{"type":"openai","api_key":"sk-very-secret-key"}}}"#).unwrap();
+    let config = LlmConfig::from_json(
+        r#"{"providers":{"p":{"type":"openai","api_key":"sk-very-secret-key"}}}"#,
+    )
+    .unwrap();
     let shown = format!("{config:?}");
     assert!(!shown.contains("sk-very-secret-key"), "{shown}");
     let serialized = serde_json::to_string(&config).unwrap();

@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 fn provider() -> Provider {
     let config: ProviderConfig =
-        serde_json::from_value(json!({ "type": "openai", "api_key": "sk-0123456789abcdef" })).unwrap();
+        serde_json::from_value(json!({ "type": "openai", "api_key": "sk-0123456789abcdef" }))
+            .unwrap();
     Provider::from_config("p", &config, &|_| None).unwrap()
 }
 

@@ -22,10 +22,17 @@ const NOW: f64 = 1_700_000_000_000.0;
 #[test]
 fn openai_request_shape() {
     let p = openai();
-    let messages = Prompt::from("Hi").to_messages(&GenerationConfig::default()).unwrap();
-    let request = p.build_request(&messages, &GenerationConfig::default(), true).unwrap();
+    let messages = Prompt::from("Hi")
+        .to_messages(&GenerationConfig::default())
+        .unwrap();
+    let request = p
+        .build_request(&messages, &GenerationConfig::default(), true)
+        .unwrap();
     assert_eq!(request.url, "https://api.openai.com/v1/chat/completions");
-    assert_eq!(request.headers.get("content-type"), Some("application/json"));
+    assert_eq!(
+        request.headers.get("content-type"),
+        Some("application/json")
+    );
     assert_eq!(request.headers.get("accept"), Some("text/event-stream"));
     let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
     assert_eq!(
@@ -38,12 +45,16 @@ fn openai_request_shape() {
 
 #[test]
 fn a_base_url_with_a_trailing_slash_and_a_call_model_override() {
-    let p = provider(json!({ "type": "custom", "base_url": "http://127.0.0.1:11434/v1/", "model": "llama3" }));
+    let p = provider(
+        json!({ "type": "custom", "base_url": "http://127.0.0.1:11434/v1/", "model": "llama3" }),
+    );
     let config = GenerationConfig {
         model: Some("qwen3".into()),
         ..GenerationConfig::default()
     };
-    let request = p.build_request(&[Message::new("user", "x")], &config, false).unwrap();
+    let request = p
+        .build_request(&[Message::new("user", "x")], &config, false)
+        .unwrap();
     assert_eq!(request.url, "http://127.0.0.1:11434/v1/chat/completions");
     let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
     assert_eq!(body["model"], "qwen3");
@@ -68,11 +79,21 @@ fn messages_pass_through_and_the_system_prompt_is_added_once() {
     assert_eq!(sent["tool_calls"][0]["id"], "t1");
     assert_eq!(messages[1].text_len(), 4);
 
-    let own: Prompt = serde_json::from_value(json!([{ "role": "developer", "content": "x" }, { "role": "user", "content": "y" }])).unwrap();
-    assert_eq!(own.to_messages(&config).unwrap().len(), 2, "a conversation's own system message wins");
+    let own: Prompt = serde_json::from_value(
+        json!([{ "role": "developer", "content": "x" }, { "role": "user", "content": "y" }]),
+    )
+    .unwrap();
+    assert_eq!(
+        own.to_messages(&config).unwrap().len(),
+        2,
+        "a conversation's own system message wins"
+    );
 
-    let bad: Prompt = serde_json::from_value(json!([{ "role": "wizard", "content": "x" }])).unwrap();
-    assert!(matches!(bad.to_messages(&config), Err(Error::Config { field, .. }) if field == "messages[0].role"));
+    let bad: Prompt =
+        serde_json::from_value(json!([{ "role": "wizard", "content": "x" }])).unwrap();
+    assert!(
+        matches!(bad.to_messages(&config), Err(Error::Config { field, .. }) if field == "messages[0].role")
+    );
     let empty = Prompt::Messages(vec![]);
     assert!(empty.to_messages(&config).is_err());
 }
@@ -88,13 +109,20 @@ fn parses_an_azure_response_with_its_content_filter_fields() {
             "content_filter_results": { "violence": { "filtered": false, "severity": "safe" } } }],
         "usage": { "completion_tokens": 557, "prompt_tokens": 33, "total_tokens": 590 }
     });
-    let p = provider(json!({ "type": "azure_openai", "api_key": "k-123456789", "endpoint": "https://r.openai.azure.com", "deployment_name": "dep" }));
-    let c = p.parse_response(200, &Headers::new(), body.to_string().as_bytes(), NOW).unwrap();
+    let p = provider(
+        json!({ "type": "azure_openai", "api_key": "k-123456789", "endpoint": "https://r.openai.azure.com", "deployment_name": "dep" }),
+    );
+    let c = p
+        .parse_response(200, &Headers::new(), body.to_string().as_bytes(), NOW)
+        .unwrap();
     assert!(c.content.starts_with("Ahoy matey!"));
     assert_eq!(c.finish_reason.as_deref(), Some("stop"));
     assert_eq!(c.usage.unwrap().total_tokens, 590);
     assert_eq!(c.model, "dep", "no model in the body: the deployment");
-    assert_eq!(c.id.as_deref(), Some("chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn"));
+    assert_eq!(
+        c.id.as_deref(),
+        Some("chatcmpl-7R1nGnsXO8n4oi9UPz2f3UHdgAYMn")
+    );
 }
 
 #[test]
@@ -109,7 +137,9 @@ fn parses_openai_responses_with_every_optional_and_unknown_field() {
                    "prompt_tokens_details": { "cached_tokens": 0 }, "completion_tokens_details": { "reasoning_tokens": 1 } },
         "service_tier": "default", "system_fingerprint": "fp", "prompt_filter_results": []
     });
-    let c = openai().parse_response(200, &Headers::new(), body.to_string().as_bytes(), NOW).unwrap();
+    let c = openai()
+        .parse_response(200, &Headers::new(), body.to_string().as_bytes(), NOW)
+        .unwrap();
     assert_eq!(c.content, "4");
     assert_eq!(c.reasoning.as_deref(), Some("2+2"));
     assert_eq!(c.raw, body);
@@ -117,7 +147,9 @@ fn parses_openai_responses_with_every_optional_and_unknown_field() {
     // Tool calls: content null is an empty answer, not an error.
     let tools = json!({ "choices": [{ "index": 0, "finish_reason": "tool_calls", "message": { "role": "assistant", "content": null,
         "tool_calls": [{ "id": "c", "type": "function", "function": { "name": "f", "arguments": "{}" } }] } }] });
-    let c = openai().parse_response(200, &Headers::new(), tools.to_string().as_bytes(), NOW).unwrap();
+    let c = openai()
+        .parse_response(200, &Headers::new(), tools.to_string().as_bytes(), NOW)
+        .unwrap();
     assert_eq!(c.content, "");
     assert_eq!(c.model, "gpt-4o");
 }
@@ -130,11 +162,16 @@ fn broken_bodies_are_typed_errors() {
         ("{\"choices\": [", "truncated"),
         ("<html>502 Bad Gateway</html>", "not JSON"),
         ("{\"choices\": []}", "no choices"),
-        ("{\"choices\": [{\"message\": {\"content\": 5}}]}", "choices[0].message.content"),
+        (
+            "{\"choices\": [{\"message\": {\"content\": 5}}]}",
+            "choices[0].message.content",
+        ),
         ("[1,2,3]", "invalid type"),
     ];
     for (body, says) in cases {
-        let error = p.parse_response(200, &Headers::new(), body.as_bytes(), NOW).unwrap_err();
+        let error = p
+            .parse_response(200, &Headers::new(), body.as_bytes(), NOW)
+            .unwrap_err();
         match &error {
             Error::InvalidResponse { provider, message } => {
                 assert_eq!(provider, "p");
@@ -148,35 +185,74 @@ fn broken_bodies_are_typed_errors() {
 #[test]
 fn error_bodies_become_typed_errors_with_the_servers_hints() {
     let p = openai();
-    let headers: Headers = [("retry-after", "7"), ("x-should-retry", "true")].into_iter().collect();
+    let headers: Headers = [("retry-after", "7"), ("x-should-retry", "true")]
+        .into_iter()
+        .collect();
     let body = json!({ "error": { "message": "Rate limit reached for gpt-4o", "type": "tokens", "param": null, "code": "rate_limit_exceeded" } });
-    let error = p.parse_response(429, &headers, body.to_string().as_bytes(), NOW).unwrap_err();
+    let error = p
+        .parse_response(429, &headers, body.to_string().as_bytes(), NOW)
+        .unwrap_err();
     assert_eq!(
         error,
-        Error::RateLimited { provider: "p".into(), retry_after_ms: Some(7_000.0), should_retry: Some(true), message: "Rate limit reached for gpt-4o".into() }
+        Error::RateLimited {
+            provider: "p".into(),
+            retry_after_ms: Some(7_000.0),
+            should_retry: Some(true),
+            message: "Rate limit reached for gpt-4o".into()
+        }
     );
 
     let body = json!({ "error": { "message": "The model does not exist", "type": "invalid_request_error", "param": "model", "code": "model_not_found" } });
-    let error = p.parse_response(404, &Headers::new(), body.to_string().as_bytes(), NOW).unwrap_err();
-    assert!(matches!(&error, Error::Http { status: 404, code: Some(c), param: Some(m), .. } if c == "model_not_found" && m == "model"));
+    let error = p
+        .parse_response(404, &Headers::new(), body.to_string().as_bytes(), NOW)
+        .unwrap_err();
+    let Error::Http {
+        status: 404,
+        code,
+        param,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(
+        (code.as_deref(), param.as_deref()),
+        (Some("model_not_found"), Some("model"))
+    );
 
     // An error inside a 200 (seen from proxies), with Azure's string status code.
     let body = json!({ "error": { "code": "429", "message": "Requests to the deployment have exceeded the rate limit" } });
-    let error = p.parse_response(200, &Headers::new(), body.to_string().as_bytes(), NOW).unwrap_err();
+    let error = p
+        .parse_response(200, &Headers::new(), body.to_string().as_bytes(), NOW)
+        .unwrap_err();
     assert!(matches!(error, Error::RateLimited { .. }), "{error:?}");
-    let error = p.parse_response(200, &Headers::new(), br#"{"error":{"message":"internal"}}"#, NOW).unwrap_err();
+    let error = p
+        .parse_response(
+            200,
+            &Headers::new(),
+            br#"{"error":{"message":"internal"}}"#,
+            NOW,
+        )
+        .unwrap_err();
     assert_eq!(error.status(), Some(502));
 
     // A plain-text error page is quoted, shortened.
     let page = "x".repeat(5_000);
-    let error = p.parse_response(503, &Headers::new(), page.as_bytes(), NOW).unwrap_err();
-    assert!(matches!(&error, Error::Http { status: 503, message, .. } if message.chars().count() <= 501));
+    let error = p
+        .parse_response(503, &Headers::new(), page.as_bytes(), NOW)
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Http { status: 503, message, .. } if message.chars().count() <= 501)
+    );
 }
 
 #[test]
 fn the_key_is_redacted_from_quoted_text_even_when_cut() {
     let p = openai();
-    assert_eq!(p.redact("key sk-abcdefghijklmnop is wrong"), "key [redacted] is wrong");
+    assert_eq!(
+        p.redact("key sk-abcdefghijklmnop is wrong"),
+        "key [redacted] is wrong"
+    );
     // The quote limit cuts in the middle of the echoed key: its prefix must go too.
     let text = format!("{}sk-abcdefghijklmnop", "y".repeat(490));
     let shown = p.redact(&text);
@@ -189,15 +265,37 @@ fn stream_chunks_of_both_providers_parse() {
     let azure_first = json!({ "choices": [], "created": 0, "id": "", "model": "", "object": "",
         "prompt_filter_results": [{ "prompt_index": 0, "content_filter_results": {} }] });
     let d = p.parse_stream_chunk(&azure_first, NOW).unwrap();
-    assert_eq!((d.content, d.reasoning, d.finish_reason, d.usage), (None, None, None, None));
+    assert_eq!(
+        (d.content, d.reasoning, d.finish_reason, d.usage),
+        (None, None, None, None)
+    );
     let reasoning = json!({ "id": "x", "choices": [{ "index": 0, "delta": { "reasoning_content": "hmm" }, "finish_reason": null }] });
-    assert_eq!(p.parse_stream_chunk(&reasoning, NOW).unwrap().reasoning.as_deref(), Some("hmm"));
+    assert_eq!(
+        p.parse_stream_chunk(&reasoning, NOW)
+            .unwrap()
+            .reasoning
+            .as_deref(),
+        Some("hmm")
+    );
     let usage = json!({ "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 } });
-    assert_eq!(p.parse_stream_chunk(&usage, NOW).unwrap().usage.unwrap().total_tokens, 2);
+    assert_eq!(
+        p.parse_stream_chunk(&usage, NOW)
+            .unwrap()
+            .usage
+            .unwrap()
+            .total_tokens,
+        2
+    );
     let error = json!({ "error": { "message": "overloaded", "code": "503" } });
-    assert_eq!(p.parse_stream_chunk(&error, NOW).unwrap_err().status(), Some(503));
+    assert_eq!(
+        p.parse_stream_chunk(&error, NOW).unwrap_err().status(),
+        Some(503)
+    );
     let wrong = json!({ "choices": "nope" });
-    assert!(matches!(p.parse_stream_chunk(&wrong, NOW), Err(Error::InvalidResponse { .. })));
+    assert!(matches!(
+        p.parse_stream_chunk(&wrong, NOW),
+        Err(Error::InvalidResponse { .. })
+    ));
 }
 
 fn response(content: &str, finish: Option<&str>, unclosed: bool) -> LlmResponse {
@@ -223,21 +321,47 @@ fn validation_rules() {
     assert_eq!(validate(&response("4", Some("stop"), false), false), Ok(()));
     assert_eq!(
         validate(&response("4", Some("length"), false), false),
-        Err(InvalidReason::FinishReason { finish_reason: Some("length".into()) })
+        Err(InvalidReason::FinishReason {
+            finish_reason: Some("length".into())
+        })
     );
     assert_eq!(
-        validate(&response("4", Some("content_filter"), false), false).unwrap_err().code(),
+        validate(&response("4", Some("content_filter"), false), false)
+            .unwrap_err()
+            .code(),
         "finish_reason"
     );
-    assert_eq!(validate(&response("4", None, false), false).unwrap_err().code(), "finish_reason");
-    assert_eq!(validate(&response("", Some("stop"), true), false), Err(InvalidReason::UnclosedThinking));
-    assert_eq!(validate(&response("  \n", Some("stop"), false), false), Err(InvalidReason::EmptyContent));
-    assert_eq!(validate(&response("{\"a\": 1}", Some("stop"), false), true), Ok(()));
+    assert_eq!(
+        validate(&response("4", None, false), false)
+            .unwrap_err()
+            .code(),
+        "finish_reason"
+    );
+    assert_eq!(
+        validate(&response("", Some("stop"), true), false),
+        Err(InvalidReason::UnclosedThinking)
+    );
+    assert_eq!(
+        validate(&response("  \n", Some("stop"), false), false),
+        Err(InvalidReason::EmptyContent)
+    );
+    assert_eq!(
+        validate(&response("{\"a\": 1}", Some("stop"), false), true),
+        Ok(())
+    );
     let bad = validate(&response("Sure! {\"a\": 1}", Some("stop"), false), true).unwrap_err();
     assert_eq!(bad.code(), "invalid_json");
     assert!(bad.to_string().contains("does not parse"));
-    assert!(GenerationConfig::from_json(r#"{"response_format":{"type":"json_schema","json_schema":{}}}"#).unwrap().wants_json());
-    assert!(!GenerationConfig::from_json(r#"{"response_format":{"type":"text"}}"#).unwrap().wants_json());
+    assert!(GenerationConfig::from_json(
+        r#"{"response_format":{"type":"json_schema","json_schema":{}}}"#
+    )
+    .unwrap()
+    .wants_json());
+    assert!(
+        !GenerationConfig::from_json(r#"{"response_format":{"type":"text"}}"#)
+            .unwrap()
+            .wants_json()
+    );
 }
 
 #[test]

@@ -190,6 +190,7 @@ fn no_remaining_requests_blocks_until_the_reset() {
             ("x-ratelimit-reset-requests", "6s"),
         ]),
         200,
+        None,
     );
     assert_eq!(
         limiter.blocked_for(&queued, queued.start_at_ms),
@@ -211,7 +212,7 @@ fn no_remaining_requests_without_a_usable_reset_waits_one_interval() {
         let mut limiter = limiter(120, 100_000);
         let mut pairs = vec![("x-ratelimit-remaining-requests", "0")];
         pairs.extend(reset.map(|r| ("x-ratelimit-reset-requests", r)));
-        limiter.observe(T0, &headers(&pairs), 200);
+        limiter.observe(T0, &headers(&pairs), 200, None);
         assert_eq!(limiter.reserve(T0, 10).wait_ms, 500.0, "{reset:?}");
     }
 }
@@ -226,6 +227,7 @@ fn remaining_requests_above_zero_do_not_block() {
             ("x-ratelimit-reset-requests", "6s"),
         ]),
         200,
+        None,
     );
     assert_eq!(blocked_ms(&limiter, T0), None);
     assert_eq!(limiter.reserve(T0, 10).wait_ms, 0.0);
@@ -236,7 +238,12 @@ fn remaining_requests_above_zero_do_not_block() {
 fn lower_server_limits_take_over_higher_ones_do_not() {
     // Requests: configured 100, the server says 2.
     let mut limiter = limiter(100, 1_000_000);
-    limiter.observe(T0, &headers(&[("x-ratelimit-limit-requests", "2")]), 200);
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-requests", "2")]),
+        200,
+        None,
+    );
     assert_eq!(limiter.reserve(T0, 1).wait_ms, 0.0);
     assert_eq!(limiter.reserve(T0, 1).wait_ms, 0.0);
     assert_eq!(limiter.reserve(T0, 1).wait_ms, MINUTE);
@@ -247,7 +254,12 @@ fn lower_server_limits_take_over_higher_ones_do_not() {
 
     // Configured 2, the server says 500: still 2.
     let mut limiter = self::limiter(2, 1_000_000);
-    limiter.observe(T0, &headers(&[("x-ratelimit-limit-requests", "500")]), 200);
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-requests", "500")]),
+        200,
+        None,
+    );
     limiter.reserve(T0, 1);
     limiter.reserve(T0, 1);
     assert_eq!(limiter.reserve(T0, 1).wait_ms, MINUTE);
@@ -255,7 +267,12 @@ fn lower_server_limits_take_over_higher_ones_do_not() {
 
     // Tokens: configured 100 000, the server says 1000; the full bucket shrinks with it.
     let mut limiter = self::limiter(1000, 100_000);
-    limiter.observe(T0, &headers(&[("x-ratelimit-limit-tokens", "1000")]), 200);
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-tokens", "1000")]),
+        200,
+        None,
+    );
     assert_eq!(limiter.reserve(T0, 1000).wait_ms, 0.0);
     assert_close(limiter.reserve(T0, 300).wait_ms, 18_000.0);
     let status = limiter.status(T0);
@@ -265,15 +282,30 @@ fn lower_server_limits_take_over_higher_ones_do_not() {
 
     // Configured 1000, the server says 100 000: still 1000.
     let mut limiter = self::limiter(1000, 1000);
-    limiter.observe(T0, &headers(&[("x-ratelimit-limit-tokens", "100000")]), 200);
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-tokens", "100000")]),
+        200,
+        None,
+    );
     assert_eq!(limiter.reserve(T0, 1000).wait_ms, 0.0);
     assert_close(limiter.reserve(T0, 300).wait_ms, 18_000.0);
 
     // A later, higher server limit (an upgraded tier) raises the effective one again, up
     // to the configured limit.
     let mut limiter = self::limiter(100, 1_000_000);
-    limiter.observe(T0, &headers(&[("x-ratelimit-limit-requests", "2")]), 200);
-    limiter.observe(T0, &headers(&[("x-ratelimit-limit-requests", "50")]), 200);
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-requests", "2")]),
+        200,
+        None,
+    );
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-requests", "50")]),
+        200,
+        None,
+    );
     assert_eq!(limiter.status(T0).effective_requests_per_minute, 50);
 }
 
@@ -309,7 +341,7 @@ fn nonsense_header_values_are_ignored() {
         for value in values {
             let mut limiter = limiter(60, 6000);
             let before = limiter.status(T0);
-            limiter.observe(T0, &headers(&[(name, value)]), 429);
+            limiter.observe(T0, &headers(&[(name, value)]), 429, None);
             assert_eq!(limiter.status(T0), before, "{name}: {value:?}");
             assert_eq!(limiter.reserve(T0, 6000).wait_ms, 0.0, "{name}: {value:?}");
         }
@@ -319,7 +351,7 @@ fn nonsense_header_values_are_ignored() {
         for value in ["1.5", "1e3", "+5"] {
             let mut limiter = self::limiter(60, 6000);
             let before = limiter.status(T0);
-            limiter.observe(T0, &headers(&[(*name, value)]), 200);
+            limiter.observe(T0, &headers(&[(*name, value)]), 200, None);
             assert_eq!(limiter.status(T0), before, "{name}: {value:?}");
         }
     }
@@ -332,6 +364,7 @@ fn nonsense_header_values_are_ignored() {
             ("x-ratelimit-limit-tokens", "0"),
         ]),
         200,
+        None,
     );
     let status = limiter.status(T0);
     assert_eq!(status.api_requests_per_minute, None);
@@ -343,7 +376,7 @@ fn nonsense_header_values_are_ignored() {
         ("retry-after", "Fri, 01 Jan 2100 00:00:00 GMT"),
     ] {
         let mut limiter = self::limiter(60, 6000);
-        limiter.observe(T0, &headers(&[(name, value)]), 429);
+        limiter.observe(T0, &headers(&[(name, value)]), 429, None);
         assert_eq!(blocked_ms(&limiter, T0), None, "{name}: {value}");
     }
 }
@@ -364,6 +397,7 @@ fn header_names_compare_case_insensitively_and_the_first_value_counts() {
             ("X-RateLimit-Reset-Requests", "2s"),
         ]),
         200,
+        None,
     );
     let status = limiter.status(T0);
     assert_eq!(status.api_requests_per_minute, Some(50));
@@ -385,6 +419,7 @@ fn azure_remaining_tokens_clamp_the_bucket() {
             ("x-ratelimit-remaining-requests", "10"),
         ]),
         200,
+        None,
     );
     // 500 remain by the server's count, less the 100 still in flight: 400. 1000 needs
     // 600 more, at 10 000 per minute: 3.6 s.
@@ -404,6 +439,7 @@ fn azure_remaining_tokens_clamp_the_bucket() {
         T0,
         &headers(&[("x-ratelimit-remaining-tokens", "9500")]),
         200,
+        None,
     );
     assert_close(limiter.reserve(T0, 2000).wait_ms, 6000.0);
 
@@ -414,6 +450,7 @@ fn azure_remaining_tokens_clamp_the_bucket() {
         T0,
         &headers(&[("x-ratelimit-remaining-tokens", "9500")]),
         200,
+        None,
     );
     assert_close(limiter.reserve(T0, 2000).wait_ms, 9000.0);
 }
@@ -423,7 +460,12 @@ fn too_many_requests_with_retry_after_pauses_everyone() {
     let mut limiter = limiter(100, 100_000);
     let a = limiter.reserve(T0, 10);
     let b = limiter.reserve(T0, 10);
-    limiter.observe(T0 + 100.0, &headers(&[("retry-after-ms", "1500")]), 429);
+    limiter.observe(
+        T0 + 100.0,
+        &headers(&[("retry-after-ms", "1500")]),
+        429,
+        None,
+    );
     // Callers due before the 429 who have not sent yet (late timers) find the gate closed
     // until the block ends; new ones are scheduled after it.
     assert_eq!(limiter.blocked_for(&a, T0 + 100.0), Some(1500.0));
@@ -437,7 +479,7 @@ fn too_many_requests_with_retry_after_pauses_everyone() {
 
     // retry-after in seconds, and a date.
     let mut limiter = self::limiter(100, 100_000);
-    limiter.observe(T0, &headers(&[("retry-after", "2")]), 429);
+    limiter.observe(T0, &headers(&[("retry-after", "2")]), 429, None);
     assert_eq!(blocked_ms(&limiter, T0), Some(2000.0));
     let mut limiter = self::limiter(100, 100_000);
     let now = 1_445_412_480_000.0; // Wed, 21 Oct 2015 07:28:00 GMT
@@ -445,20 +487,21 @@ fn too_many_requests_with_retry_after_pauses_everyone() {
         now,
         &headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:30 GMT")]),
         429,
+        None,
     );
     assert_eq!(blocked_ms(&limiter, now), Some(30_000.0));
 
     // A shorter, later block does not shorten a longer one.
     let mut limiter = self::limiter(100, 100_000);
-    limiter.observe(T0, &headers(&[("retry-after-ms", "5000")]), 429);
-    limiter.observe(T0, &headers(&[("retry-after-ms", "1000")]), 429);
+    limiter.observe(T0, &headers(&[("retry-after-ms", "5000")]), 429, None);
+    limiter.observe(T0, &headers(&[("retry-after-ms", "1000")]), 429, None);
     assert_eq!(blocked_ms(&limiter, T0), Some(5000.0));
     assert_eq!(limiter.reserve(T0, 10).wait_ms, 5000.0);
 
     // Only a 429 pauses the limiter: a 503's retry-after concerns that one call (the retry
     // policy honours it).
     let mut limiter = self::limiter(100, 100_000);
-    limiter.observe(T0, &headers(&[("retry-after-ms", "1500")]), 503);
+    limiter.observe(T0, &headers(&[("retry-after-ms", "1500")]), 503, None);
     assert_eq!(blocked_ms(&limiter, T0), None);
 }
 
@@ -471,7 +514,7 @@ fn a_pause_postpones_the_whole_queue_keeping_its_spacing() {
     assert_eq!(due, [T0, T0 + MINUTE, T0 + 2.0 * MINUTE]);
     // The first goes; a 429 then pauses the limiter for 30 s.
     assert_eq!(limiter.blocked_for(&queue[0], T0), None);
-    limiter.observe(T0 + 10_000.0, &headers(&[("retry-after", "30")]), 429);
+    limiter.observe(T0 + 10_000.0, &headers(&[("retry-after", "30")]), 429, None);
     // The queued ones move 30 s later each: their minute apart is kept, where letting the
     // second go when the block ends (T0 + 40 s) would put two starts within 40 s.
     assert_eq!(limiter.blocked_for(&queue[1], due[1]), Some(30_000.0));
@@ -483,7 +526,7 @@ fn a_pause_postpones_the_whole_queue_keeping_its_spacing() {
     assert_eq!(limiter.blocked_for(&next, next.start_at_ms), None);
 
     // A second, longer pause during the first extends it, postponing them again.
-    limiter.observe(T0 + 20_000.0, &headers(&[("retry-after", "40")]), 429);
+    limiter.observe(T0 + 20_000.0, &headers(&[("retry-after", "40")]), 429, None);
     // The block now ends at T0 + 60 s instead of T0 + 40 s: 20 s more for everyone queued.
     assert_eq!(limiter.blocked_for(&queue[1], due[1]), Some(50_000.0));
     assert_eq!(limiter.blocked_for(&next, next.start_at_ms), Some(20_000.0));
@@ -493,7 +536,7 @@ fn a_pause_postpones_the_whole_queue_keeping_its_spacing() {
 fn the_bucket_does_not_refill_during_a_pause() {
     let mut limiter = limiter(1000, 6000);
     limiter.reserve(T0, 6000);
-    limiter.observe(T0, &headers(&[("retry-after", "30")]), 429);
+    limiter.observe(T0, &headers(&[("retry-after", "30")]), 429, None);
     // 30 s paused, then 10 s of refill at 100 tokens a second.
     assert_close(limiter.reserve(T0, 1000).wait_ms, 40_000.0);
 }
@@ -505,7 +548,7 @@ fn a_block_keeps_the_request_window_exact() {
     let mut limiter = limiter(2, 1_000_000);
     limiter.reserve(T0, 1);
     limiter.reserve(T0, 1);
-    limiter.observe(T0, &headers(&[("retry-after", "59")]), 429);
+    limiter.observe(T0, &headers(&[("retry-after", "59")]), 429, None);
     let third = limiter.reserve(T0 + 1000.0, 1);
     assert_eq!(third.start_at_ms, T0 + 119_000.0);
 }
@@ -518,7 +561,7 @@ fn a_block_does_not_let_tokens_pile_up_beyond_the_capacity() {
     for _ in 0..3 {
         limiter.reserve(T0, 300);
     }
-    limiter.observe(T0, &headers(&[("retry-after", "60")]), 429);
+    limiter.observe(T0, &headers(&[("retry-after", "60")]), 429, None);
     let next = limiter.reserve(T0, 300);
     // At the end of the block the bucket holds 1000 - 900 = 100: 200 more take 12 s.
     assert_close(next.wait_ms, 72_000.0);
@@ -779,7 +822,7 @@ proptest! {
                 Call::Reconcile { .. } | Call::Cancel { .. } => {}
                 Call::Observe { now, pairs, status } => {
                     let h: Headers = pairs.into_iter().collect();
-                    limiter.observe(now, &h, status);
+                    limiter.observe(now, &h, status, None);
                 }
                 Call::Status { now } => {
                     let s = limiter.status(now);
@@ -801,7 +844,7 @@ proptest! {
     #[test]
     fn arbitrary_header_values_never_panic(name in 0..HEADER_NAMES.len(), value in ".*", status in any::<u16>()) {
         let mut limiter = limiter(60, 10_000);
-        limiter.observe(T0, &headers(&[(HEADER_NAMES[name], value.as_str())]), status);
+        limiter.observe(T0, &headers(&[(HEADER_NAMES[name], value.as_str())]), status, None);
         let r = limiter.reserve(T0, 100);
         prop_assert!(r.wait_ms.is_finite() && r.wait_ms >= 0.0);
         let _ = parse_reset_duration_ms(&value);
@@ -830,7 +873,7 @@ proptest! {
             run_callers(&limiter, &mut waiting, &mut sent, now)?;
             if let Some(block) = block {
                 let ms = block.to_string();
-                limiter.observe(now, &headers(&[("retry-after-ms", ms.as_str())]), 429);
+                limiter.observe(now, &headers(&[("retry-after-ms", ms.as_str())]), 429, None);
             }
             let r = limiter.reserve(now, tokens);
             prop_assert!(r.start_at_ms >= now);

@@ -117,9 +117,11 @@ impl Provider {
             let model = config.model.as_deref().unwrap_or(&self.endpoint.model);
             body.insert("model".into(), model.into());
         }
-        body.insert("messages".into(), serde_json::to_value(messages).map_err(|e| {
-            Error::config("messages", format!("cannot be serialized: {e}"))
-        })?);
+        body.insert(
+            "messages".into(),
+            serde_json::to_value(messages)
+                .map_err(|e| Error::config("messages", format!("cannot be serialized: {e}")))?,
+        );
         body.insert("temperature".into(), config.temperature.into());
         body.insert("max_tokens".into(), config.max_tokens.into());
         body.insert("top_p".into(), config.top_p.into());
@@ -145,7 +147,11 @@ impl Provider {
         headers.append("content-type", "application/json");
         headers.append(
             "accept",
-            if stream { "text/event-stream" } else { "application/json" },
+            if stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
         );
         if let Some((name, value)) = &self.endpoint.credential {
             headers.append(*name, value.expose());
@@ -171,10 +177,16 @@ impl Provider {
         if !(200..300).contains(&status) {
             return Err(self.error_from_response(status, headers, body, now_ms));
         }
-        let raw: Value = serde_json::from_slice(body).map_err(|e| self.invalid(describe_json_error(&e, body)))?;
+        let raw: Value = serde_json::from_slice(body)
+            .map_err(|e| self.invalid(describe_json_error(&e, body)))?;
         if let Some(error) = raw.get("error").filter(|e| !e.is_null()) {
             if raw.get("choices").is_none() {
-                return Err(self.error_from_body(error, status_of_error_body(error), headers, now_ms));
+                return Err(self.error_from_body(
+                    error,
+                    status_of_error_body(error),
+                    headers,
+                    now_ms,
+                ));
             }
         }
         let wire: WireResponse = serde_path_to_error::deserialize(&raw)
@@ -187,7 +199,10 @@ impl Provider {
         let message = choice.message.unwrap_or_default();
         Ok(Completion {
             id: wire.id,
-            model: wire.model.filter(|m| !m.is_empty()).unwrap_or_else(|| self.endpoint.model.clone()),
+            model: wire
+                .model
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| self.endpoint.model.clone()),
             content: message.content.unwrap_or_default(),
             reasoning: reasoning_of(&message.reasoning_content, &message.reasoning),
             finish_reason: choice.finish_reason,
@@ -200,7 +215,12 @@ impl Provider {
     /// empty `choices` and the final usage chunk give a [`ChunkDelta`] with no text.
     pub fn parse_stream_chunk(&self, chunk: &Value, now_ms: f64) -> Result<ChunkDelta> {
         if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-            return Err(self.error_from_body(error, status_of_error_body(error), &Headers::new(), now_ms));
+            return Err(self.error_from_body(
+                error,
+                status_of_error_body(error),
+                &Headers::new(),
+                now_ms,
+            ));
         }
         let wire: WireChunk = serde_path_to_error::deserialize(chunk)
             .map_err(|e| self.invalid(format!("stream chunk at {}: {}", e.path(), e.inner())))?;
@@ -222,7 +242,13 @@ impl Provider {
     /// The typed error for a non-2xx answer: 429 is [`Error::RateLimited`], anything else
     /// [`Error::Http`] with the provider's error fields; both carry the server's
     /// `retry-after` and `x-should-retry` hints.
-    pub fn error_from_response(&self, status: u16, headers: &Headers, body: &[u8], now_ms: f64) -> Error {
+    pub fn error_from_response(
+        &self,
+        status: u16,
+        headers: &Headers,
+        body: &[u8],
+        now_ms: f64,
+    ) -> Error {
         match serde_json::from_slice::<Value>(body) {
             Ok(json) => {
                 let error = json.get("error").filter(|e| e.is_object()).unwrap_or(&json);
@@ -253,7 +279,15 @@ impl Provider {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         });
-        self.error_with(status, headers, now_ms, message, field("type"), field("code"), field("param"))
+        self.error_with(
+            status,
+            headers,
+            now_ms,
+            message,
+            field("type"),
+            field("code"),
+            field("param"),
+        )
     }
 
     #[allow(clippy::too_many_arguments)] // one constructor for the two error variants
@@ -283,9 +317,9 @@ impl Provider {
             provider,
             status,
             message,
-            error_type: error_type.map(|t| self.redact(&t)),
-            code: code.map(|c| self.redact(&c)),
-            param: param.map(|p| self.redact(&p)),
+            error_type: error_type.map(|t| self.redact(&t).into()),
+            code: code.map(|c| self.redact(&c).into()),
+            param: param.map(|p| self.redact(&p).into()),
             retry_after_ms,
             should_retry,
         }
@@ -326,7 +360,10 @@ fn describe_json_error(error: &serde_json::Error, body: &[u8]) -> String {
     if body.iter().all(u8::is_ascii_whitespace) {
         "the body is empty".to_string()
     } else if error.is_eof() {
-        format!("the body ends early (truncated after {} bytes): {error}", body.len())
+        format!(
+            "the body ends early (truncated after {} bytes): {error}",
+            body.len()
+        )
     } else {
         format!("the body is not JSON: {error}")
     }

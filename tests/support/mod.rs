@@ -83,7 +83,8 @@ impl Reply {
 }
 
 pub fn completion_body(content: &str, reasoning: Option<&str>, finish: &str) -> serde_json::Value {
-    let mut message = serde_json::json!({ "role": "assistant", "content": content, "refusal": null });
+    let mut message =
+        serde_json::json!({ "role": "assistant", "content": content, "refusal": null });
     if let Some(r) = reasoning {
         message["reasoning_content"] = r.into();
     }
@@ -209,7 +210,9 @@ impl Sim {
             state.seq += 1;
             let seq = state.seq;
             // Deadlines are positive, so their bit patterns sort like the numbers.
-            state.timers.insert((deadline.to_bits(), seq), cx.waker().clone());
+            state
+                .timers
+                .insert((deadline.to_bits(), seq), cx.waker().clone());
             Poll::Pending
         })
     }
