@@ -107,7 +107,7 @@ impl Prompt {
                     if !ROLES.contains(&m.role.as_str()) {
                         return Err(Error::config(
                             format!("messages[{i}].role"),
-                            format!("must be one of {}, got {:?}", ROLES.join(", "), m.role),
+                            format!("must be one of {}, got \"{}\"", ROLES.join(", "), m.role),
                         ));
                     }
                     if !matches!(m.content, Value::String(_) | Value::Array(_) | Value::Null) {

@@ -119,7 +119,10 @@ impl<R: Runtime> Client<R> {
             Some(ms) => {
                 return Err(Error::config(
                     "timeout_ms",
-                    format!("must be a positive number of milliseconds, got {ms}"),
+                    format!(
+                        "must be a positive number of milliseconds, got {}",
+                        crate::error::Number(ms)
+                    ),
                 ))
             }
             None => self.inner.provider.config().timeout_ms as f64,

@@ -13,7 +13,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Number, Result};
 use crate::retry::RetryPolicy;
 
 /// The model the design defaults to when neither the call nor the provider names one.
@@ -149,7 +149,12 @@ fn check_range(field: &str, value: f64, min: f64, max: f64) -> Result<()> {
     } else {
         Err(Error::config(
             field,
-            format!("must be between {min} and {max}, got {value}"),
+            format!(
+                "must be between {} and {}, got {}",
+                Number(min),
+                Number(max),
+                Number(value)
+            ),
         ))
     }
 }
@@ -395,7 +400,7 @@ fn check_http_url(field: &str, url: &str) -> Result<()> {
         }
         _ => Err(Error::config(
             field,
-            format!("must be an http:// or https:// URL, got {url:?}"),
+            format!("must be an http:// or https:// URL, got \"{url}\""),
         )),
     }
 }
@@ -481,34 +486,25 @@ impl LlmConfig {
     }
 }
 
-/// Deserializes `T` from JSON text; a failure names the path of the field at fault.
+/// Deserializes `T` from JSON text; a failure names the path of the field at fault
+/// (`config.providers.main.rate_limit.requests_per_minute`), `root` first.
+///
+/// Every host's input (JSON text, a JavaScript object, `wrangler.toml` vars) comes here
+/// as text, so each type's deserializer exists once in the wasm binary.
 pub fn from_json_text<T: de::DeserializeOwned>(json: &str, root: &str) -> Result<T> {
-    let mut deserializer = serde_json::Deserializer::from_str(json);
-    let value = from_deserializer(&mut deserializer, root)?;
-    deserializer
-        .end()
-        .map_err(|e| Error::config(root, format!("trailing characters after the JSON: {e}")))?;
-    Ok(value)
-}
-
-/// Deserializes `T` from any serde deserializer (serde_json, serde-wasm-bindgen, …),
-/// naming the path of the field at fault in the error.
-pub fn from_deserializer<'de, T, D>(deserializer: D, root: &str) -> Result<T>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-    D::Error: fmt::Display,
-{
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        // serde_path_to_error writes `?` for a place it could not name (the end of the input).
-        let path = e.path().to_string();
-        let path = path.trim_end_matches('?').trim_end_matches('.');
+    serde_json::from_slice(json.as_bytes()).map_err(|e| {
+        let (path, message) = crate::json_path::locate(json, &e);
         let field = if path.is_empty() {
             root.to_string()
         } else {
             format!("{root}.{path}")
         };
-        Error::config(field, e.into_inner().to_string())
+        let message = if e.is_syntax() || e.is_eof() {
+            format!("is not valid JSON: {message}")
+        } else {
+            message
+        };
+        Error::config(field, message)
     })
 }
 

@@ -162,7 +162,7 @@ impl fmt::Display for Error {
             } => {
                 write!(f, "provider '{provider}' is rate limited")?;
                 if let Some(ms) = retry_after_ms {
-                    write!(f, " (retry after {ms} ms)")?;
+                    write!(f, " (retry after {} ms)", Number(*ms))?;
                 }
                 if !message.is_empty() {
                     write!(f, ": {message}")?;
@@ -171,7 +171,8 @@ impl fmt::Display for Error {
             }
             Error::Timeout { provider, after_ms } => write!(
                 f,
-                "provider '{provider}' did not answer within {after_ms} ms (raise timeout_ms to wait longer)"
+                "provider '{provider}' did not answer within {} ms (raise timeout_ms to wait longer)",
+                Number(*after_ms)
             ),
             Error::Connection { provider, message } => {
                 write!(f, "could not reach provider '{provider}': {message}")
@@ -208,5 +209,54 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A number of milliseconds as people write it: `1500`, `0.25`. Written without the
+/// float formatting machinery of `core::fmt`, which would add kilobytes to every
+/// WebAssembly build for the few messages that show a duration.
+pub(crate) struct Number(pub f64);
+
+impl fmt::Display for Number {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.0;
+        if !value.is_finite() || value.abs() >= 1e15 {
+            return f.write_str(if value.is_nan() {
+                "NaN"
+            } else if value < 0.0 {
+                "-huge"
+            } else {
+                "huge"
+            });
+        }
+        if value < 0.0 {
+            f.write_str("-")?;
+        }
+        // Thousandths, rounded: enough for milliseconds and for the ranges of config values.
+        let thousandths = (value.abs() * 1000.0).round() as u64;
+        write!(f, "{}", thousandths / 1000)?;
+        let fraction = thousandths % 1000;
+        if fraction != 0 {
+            let digits = format!("{fraction:03}");
+            write!(f, ".{}", digits.trim_end_matches('0'))?;
+        }
+        Ok(())
+    }
+}
+
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::Number;
+
+    #[test]
+    fn numbers_show_as_people_write_them() {
+        let shown = |v: f64| Number(v).to_string();
+        assert_eq!(shown(1500.0), "1500");
+        assert_eq!(shown(0.25), "0.25");
+        assert_eq!(shown(2.0), "2");
+        assert_eq!(shown(-0.5), "-0.5");
+        assert_eq!(shown(1.0005), "1.001");
+        assert_eq!(shown(f64::NAN), "NaN");
+        assert_eq!(shown(f64::INFINITY), "huge");
+    }
+}

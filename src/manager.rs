@@ -62,8 +62,8 @@ pub struct BatchOptions {
     pub provider: Option<String>,
     /// Fail over through these providers, in order, for every item (overrides `provider`).
     pub failover: Option<Vec<String>>,
-    /// Options for each call.
-    pub call: CallOptions,
+    /// Overrides the provider's `timeout_ms` for each attempt.
+    pub timeout_ms: Option<f64>,
 }
 
 impl Default for BatchOptions {
@@ -72,7 +72,7 @@ impl Default for BatchOptions {
             concurrency: 8,
             provider: None,
             failover: None,
-            call: CallOptions::default(),
+            timeout_ms: None,
         }
     }
 }
@@ -301,18 +301,23 @@ impl<R: Runtime> ProviderManager<R> {
                 None
             }
         };
+        let call = CallOptions {
+            timeout_ms: options.timeout_ms,
+            ..CallOptions::default()
+        };
         let total = prompts.len();
         let mut results: Vec<Option<Result<LlmResponse>>> = (0..total).map(|_| None).collect();
         let calls = prompts.iter().enumerate().map(|(index, prompt)| {
             let failover = failover.as_deref();
+            let call = &call;
             async move {
                 let result = match failover {
                     Some(order) => {
-                        self.generate_with_failover(prompt, config, Some(order), &options.call)
+                        self.generate_with_failover(prompt, config, Some(order), call)
                             .await
                     }
                     None => {
-                        self.generate(prompt, config, options.provider.as_deref(), &options.call)
+                        self.generate(prompt, config, options.provider.as_deref(), call)
                             .await
                     }
                 };

@@ -55,7 +55,7 @@ pub struct RateLimits {
 ///
 /// Hand it back exactly once, to [`RateLimiter::reconcile`] when the request finished
 /// (successfully or not) or to [`RateLimiter::cancel`] when it was never sent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reservation {
     /// A number unique within its limiter, for the caller's bookkeeping and logs.
     pub id: u64,

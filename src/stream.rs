@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::chat::{LlmResponse, Usage};
 use crate::error::{Error, Result};
 use crate::provider::Provider;
-use crate::sse::{parse_data, ChunkPayload, SseEvent, SseParser};
+use crate::sse::{SseEvent, SseParser};
 use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
 
 /// The most a streamed answer may hold, in bytes, before the stream is refused.
@@ -114,19 +114,15 @@ impl StreamAssembler {
         {
             return Ok(());
         }
-        let chunk = match parse_data(&event.data) {
-            Ok(ChunkPayload::Done) => {
-                self.done = true;
-                return Ok(());
-            }
-            Ok(ChunkPayload::Json(json)) => provider.parse_stream_chunk(&json, now_ms)?,
-            Err(reason) => {
-                return Err(invalid(
-                    provider,
-                    &format!("a stream chunk is not JSON: {reason}"),
-                ))
-            }
-        };
+        let data = event.data.trim();
+        if data == "[DONE]" {
+            self.done = true;
+            return Ok(());
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        let chunk = provider.parse_stream_chunk(data, now_ms)?;
         if self.raw_content.len() + chunk.content.as_deref().map_or(0, str::len)
             > MAX_STREAMED_BYTES
         {

@@ -121,7 +121,9 @@ impl ThinkingExtractor {
             if !valid {
                 return Err(Error::config(
                     "thinking.tags",
-                    format!("invalid tag name {tag:?}: use ASCII letters, digits, '-', '_' or ':'"),
+                    format!(
+                        "invalid tag name \"{tag}\": use ASCII letters, digits, '-', '_' or ':'"
+                    ),
                 ));
             }
             let name = tag.to_ascii_lowercase().into_bytes().into_boxed_slice();

@@ -82,7 +82,8 @@ pub fn validate(response: &LlmResponse, wants_json: bool) -> Result<(), InvalidR
         return Err(InvalidReason::EmptyContent);
     }
     if wants_json {
-        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&response.content) {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(response.content.as_bytes())
+        {
             return Err(InvalidReason::InvalidJson {
                 error: e.to_string(),
             });

@@ -1,5 +1,7 @@
 //! The orchestration through its public API, on a simulated platform: a scripted server
 //! and a fake clock, so the waits asserted here are exact.
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! Configuration as a user writes it: defaults, the default provider, keys from the
 //! environment, and errors that name the field.
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::config::{
     GenerationConfig, LlmConfig, ProviderConfig, ProviderKind, RateLimitConfig, Secret,
@@ -75,7 +77,8 @@ fn generation_errors_name_the_field() {
         (r#"{"temperature": "hot"}"#, "config.temperature"),
         (r#"{"stop_sequences": [1]}"#, "config.stop_sequences[0]"),
         (r#"[1,2]"#, "config"),
-        (r#"{"temperature": 1"#, "config"),
+        // Cut short: the error says where the text ended.
+        (r#"{"temperature": 1"#, "config.temperature"),
     ];
     for (json, field) in cases {
         assert_eq!(
@@ -177,7 +180,7 @@ fn invalid_configurations_name_the_field_and_the_problem() {
         ),
         (
             r#"{"providers":{"p":{"type":"openai"},"p":{"type":"openai"}}}"#,
-            "config.providers",
+            "config.providers.p",
         ),
         (r#"{"providers":[]}"#, "config.providers"),
     ];

@@ -1,5 +1,7 @@
 //! The HTTP mapping of each kind of provider, as pure functions: requests built, and
 //! responses (valid under the OpenAI and Azure specs, or broken) parsed.
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::config::{LlmConfig, ProviderConfig};
 use llm_distiller::http::Headers;
@@ -264,14 +266,14 @@ fn stream_chunks_of_both_providers_parse() {
     let p = openai();
     let azure_first = json!({ "choices": [], "created": 0, "id": "", "model": "", "object": "",
         "prompt_filter_results": [{ "prompt_index": 0, "content_filter_results": {} }] });
-    let d = p.parse_stream_chunk(&azure_first, NOW).unwrap();
+    let d = p.parse_stream_chunk(&azure_first.to_string(), NOW).unwrap();
     assert_eq!(
         (d.content, d.reasoning, d.finish_reason, d.usage),
         (None, None, None, None)
     );
     let reasoning = json!({ "id": "x", "choices": [{ "index": 0, "delta": { "reasoning_content": "hmm" }, "finish_reason": null }] });
     assert_eq!(
-        p.parse_stream_chunk(&reasoning, NOW)
+        p.parse_stream_chunk(&reasoning.to_string(), NOW)
             .unwrap()
             .reasoning
             .as_deref(),
@@ -279,7 +281,7 @@ fn stream_chunks_of_both_providers_parse() {
     );
     let usage = json!({ "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 } });
     assert_eq!(
-        p.parse_stream_chunk(&usage, NOW)
+        p.parse_stream_chunk(&usage.to_string(), NOW)
             .unwrap()
             .usage
             .unwrap()
@@ -288,12 +290,14 @@ fn stream_chunks_of_both_providers_parse() {
     );
     let error = json!({ "error": { "message": "overloaded", "code": "503" } });
     assert_eq!(
-        p.parse_stream_chunk(&error, NOW).unwrap_err().status(),
+        p.parse_stream_chunk(&error.to_string(), NOW)
+            .unwrap_err()
+            .status(),
         Some(503)
     );
     let wrong = json!({ "choices": "nope" });
     assert!(matches!(
-        p.parse_stream_chunk(&wrong, NOW),
+        p.parse_stream_chunk(&wrong.to_string(), NOW),
         Err(Error::InvalidResponse { .. })
     ));
 }

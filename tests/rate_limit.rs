@@ -1,4 +1,6 @@
 //! Behaviour of the rate limiter on a fake clock: times are plain numbers passed in.
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::http::Headers;
 use llm_distiller::rate_limit::{

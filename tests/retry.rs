@@ -1,5 +1,7 @@
 //! Behaviour of the retry policy: which errors are retried, how long each wait is, and how
 //! the server's hints are read from headers.
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::http::Headers;
 use llm_distiller::retry::{retry_after_ms, should_retry_header, RetryPolicy};

@@ -2,6 +2,8 @@
 //!
 //! Every fixture stream is checked twice: its events are the expected ones, and they stay
 //! the same however the bytes are split (at every byte position, and in fixed-size chunks).
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::sse::{parse_data, ChunkPayload, SseEvent, SseParser, MAX_LINE_BYTES};
 use proptest::prelude::*;

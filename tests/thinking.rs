@@ -1,5 +1,7 @@
 //! Thinking extraction through the public API: the fixtures in `thinking_fixtures.json`
 //! one-shot and streamed at every split, plus properties over generated text.
+// Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
+#![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::thinking::{
     extract_thinking, Extracted, StreamOptions, ThinkingDelta, ThinkingExtractor, MAX_TAG_EXTRA,

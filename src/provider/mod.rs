@@ -189,10 +189,11 @@ impl Provider {
                 ));
             }
         }
-        let wire: WireResponse = serde_path_to_error::deserialize(&raw)
-            .map_err(|e| self.invalid(format!("at {}: {}", e.path(), e.inner())))?;
+        let wire: WireResponse =
+            serde_json::from_slice(body).map_err(|e| self.wire_error("", body, &e))?;
         let choice = wire
             .choices
+            .unwrap_or_default()
             .into_iter()
             .next()
             .ok_or_else(|| self.invalid("it has no choices".to_string()))?;
@@ -211,10 +212,13 @@ impl Provider {
         })
     }
 
-    /// Reads one streamed chunk (the JSON of one `data:` line). Azure's first chunk with
-    /// empty `choices` and the final usage chunk give a [`ChunkDelta`] with no text.
-    pub fn parse_stream_chunk(&self, chunk: &Value, now_ms: f64) -> Result<ChunkDelta> {
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+    /// Reads one streamed chunk (the JSON text of one `data:` line). Azure's first chunk
+    /// with empty `choices` and the final usage chunk give a [`ChunkDelta`] with no text;
+    /// an `{"error": …}` chunk gives the typed error.
+    pub fn parse_stream_chunk(&self, data: &str, now_ms: f64) -> Result<ChunkDelta> {
+        let wire: WireChunk = serde_json::from_slice(data.as_bytes())
+            .map_err(|e| self.wire_error("a stream chunk ", data.as_bytes(), &e))?;
+        if let Some(error) = wire.error.as_ref().filter(|e| !e.is_null()) {
             return Err(self.error_from_body(
                 error,
                 status_of_error_body(error),
@@ -222,9 +226,11 @@ impl Provider {
                 now_ms,
             ));
         }
-        let wire: WireChunk = serde_path_to_error::deserialize(chunk)
-            .map_err(|e| self.invalid(format!("stream chunk at {}: {}", e.path(), e.inner())))?;
-        let choice = wire.choices.into_iter().find(|c| c.index.unwrap_or(0) == 0);
+        let choice = wire
+            .choices
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.index.unwrap_or(0) == 0);
         let (delta, finish_reason) = match choice {
             Some(c) => (c.delta.unwrap_or_default(), c.finish_reason),
             None => (WireMessage::default(), None),
@@ -237,6 +243,22 @@ impl Provider {
             finish_reason,
             usage: wire.usage,
         })
+    }
+
+    /// An invalid-response error for JSON that does not have the chat-completion shape,
+    /// naming where (`choices[0].message.content: invalid type: integer…`).
+    fn wire_error(&self, what: &str, body: &[u8], error: &serde_json::Error) -> Error {
+        if error.is_syntax() || error.is_eof() {
+            return self.invalid(format!("{what}{}", describe_json_error(error, body)));
+        }
+        let text = String::from_utf8_lossy(body);
+        let (path, message) = crate::json_path::locate(&text, error);
+        let place = if path.is_empty() {
+            "the top level".to_string()
+        } else {
+            path
+        };
+        self.invalid(format!("{what}at {place}: {message}"))
     }
 
     /// The typed error for a non-2xx answer: 429 is [`Error::RateLimited`], anything else
@@ -435,7 +457,7 @@ struct WireResponse {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    choices: Vec<WireChoice>,
+    choices: Option<Vec<WireChoice>>,
     #[serde(default)]
     usage: Option<Usage>,
 }
@@ -465,7 +487,9 @@ struct WireChunk {
     #[serde(default)]
     model: Option<String>,
     #[serde(default)]
-    choices: Vec<WireChunkChoice>,
+    choices: Option<Vec<WireChunkChoice>>,
+    #[serde(default)]
+    error: Option<Value>,
     #[serde(default)]
     usage: Option<Usage>,
 }
