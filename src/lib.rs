@@ -56,6 +56,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod json_path;
 pub mod manager;
 pub mod provider;
 pub mod rate_limit;
@@ -65,6 +66,9 @@ pub mod sse;
 pub mod stream;
 pub mod thinking;
 pub mod validate;
+
+#[cfg(feature = "js")]
+pub mod js;
 
 pub use chat::{LlmResponse, Message, Prompt, Usage};
 pub use client::{CallOptions, Client, CompletionStream, StreamEvent};

@@ -1,0 +1,1 @@
+export * from "./llm_distiller.js";

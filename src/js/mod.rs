@@ -1,0 +1,742 @@
+//! The JavaScript bindings (feature `js`): a thin wasm-bindgen layer over the core.
+//!
+//! Every export converts its arguments (serde-wasm-bindgen, the same snake_case JSON as
+//! the core's config), calls the core, and converts the result back; errors become real
+//! `Error` objects in one place ([`js_error`]). No decision is made here. The platform
+//! (fetch, timers, clock, randomness) is [`runtime::WasmRuntime`].
+
+pub mod runtime;
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+
+use futures_util::future::{select, Either};
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
+use web_sys::AbortSignal;
+
+use crate::chat::{LlmResponse, Prompt};
+use crate::client::{CallOptions, CompletionStream, StreamEvent};
+use crate::config::{from_json_text, GenerationConfig, LlmConfig};
+use crate::error::Error;
+use crate::http::Headers;
+use crate::manager::{BatchOptions, ProviderManager};
+use crate::rate_limit::{RateLimiter, RateLimits, Reservation};
+use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
+use runtime::WasmRuntime;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = include_str!("types.d.ts");
+
+#[wasm_bindgen(inline_js = "export function make_async_iterable(value) {
+  const proto = Object.getPrototypeOf(value);
+  if (!Object.prototype.hasOwnProperty.call(proto, Symbol.asyncIterator)) {
+    Object.defineProperty(proto, Symbol.asyncIterator, { value() { return this; }, configurable: true });
+  }
+  return value;
+}")]
+extern "C" {
+    fn make_async_iterable(value: JsValue) -> JsValue;
+}
+
+// ---------------------------------------------------------------------------------------
+// Conversions at the boundary.
+
+/// A JavaScript value as `T`, the error naming the path of the field at fault.
+///
+/// Values cross as JSON text (`JSON.stringify`, then serde_json): one deserializer per type
+/// in the binary instead of one per input format, which keeps the package small. Functions
+/// and `undefined` drop out as JSON has them; a cycle or a BigInt is a configuration error.
+fn from_js<T: DeserializeOwned>(value: JsValue, root: &str) -> Result<T, JsValue> {
+    let json = match js_sys::JSON::stringify(&value) {
+        Ok(text) => text.as_string().unwrap_or_else(|| "null".to_string()),
+        Err(e) => {
+            let why = runtime::describe(&e);
+            return Err(js_error(&Error::config(
+                root,
+                format!("cannot be read as JSON: {why}"),
+            )));
+        }
+    };
+    from_json_text(&json, root).map_err(|e| js_error(&e))
+}
+
+/// An optional argument: `undefined` and `null` give the default.
+fn from_js_or_default<T: DeserializeOwned + Default>(
+    value: Option<Object>,
+    root: &str,
+) -> Result<T, JsValue> {
+    match value {
+        Some(object) if !object.is_null() && !object.is_undefined() => from_js(object.into(), root),
+        _ => Ok(T::default()),
+    }
+}
+
+/// `value` as plain JavaScript data, through JSON (see [`from_js`]).
+fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    let json = serde_json::to_string(value).map_err(|e| {
+        JsValue::from(js_sys::Error::new(&format!(
+            "cannot convert the result: {e}"
+        )))
+    })?;
+    js_sys::JSON::parse(&json)
+}
+
+fn set(target: &Object, key: &str, value: &JsValue) {
+    // Setting a property on a fresh plain object cannot fail.
+    let _ = Reflect::set(target, &JsValue::from_str(key), value);
+}
+
+/// The error as a JavaScript `Error` with `code`, `status`, `retryAfterMs`, `provider`
+/// (and `field` for configuration errors, `errors` for failover) where they apply.
+pub fn js_error(error: &Error) -> JsValue {
+    let js = js_sys::Error::new(&error.to_string());
+    js.set_name("LlmDistillerError");
+    let object: &Object = js.as_ref();
+    set(object, "code", &JsValue::from_str(error.code()));
+    if let Some(status) = error.status() {
+        set(object, "status", &JsValue::from(status));
+    }
+    if let Some(ms) = error.retry_after_ms() {
+        set(object, "retryAfterMs", &JsValue::from(ms));
+    }
+    if let Some(provider) = error.provider() {
+        set(object, "provider", &JsValue::from_str(provider));
+    }
+    match error {
+        Error::Config { field, .. } => set(object, "field", &JsValue::from_str(field)),
+        Error::AllProvidersFailed { errors } => {
+            let list: Array = errors
+                .iter()
+                .map(|(name, e)| {
+                    let entry = Object::new();
+                    set(&entry, "provider", &JsValue::from_str(name));
+                    set(&entry, "error", &js_error(e));
+                    JsValue::from(entry)
+                })
+                .collect();
+            set(object, "errors", &list);
+        }
+        _ => {}
+    }
+    js.into()
+}
+
+/// Looks up API keys left empty in the configuration: `process.env` in Node, nothing in
+/// browsers (where keys must be given in the configuration).
+fn environment(name: &str) -> Option<String> {
+    let global = js_sys::global();
+    let process = Reflect::get(&global, &"process".into()).ok()?;
+    let env = Reflect::get(&process, &"env".into()).ok()?;
+    if env.is_undefined() || env.is_null() {
+        return None;
+    }
+    Reflect::get(&env, &JsValue::from_str(name))
+        .ok()?
+        .as_string()
+}
+
+/// Takes `signal` (and the other non-data keys) out of an options object; the rest is data.
+fn split_options(
+    options: Option<Object>,
+    functions: &[&str],
+) -> Result<(JsValue, Option<AbortSignal>, Vec<JsValue>), JsValue> {
+    let Some(options) = options.filter(|o| !o.is_undefined() && !o.is_null()) else {
+        return Ok((
+            JsValue::UNDEFINED,
+            None,
+            functions.iter().map(|_| JsValue::UNDEFINED).collect(),
+        ));
+    };
+    let data = Object::assign(&Object::new(), &options);
+    let signal = Reflect::get(&data, &"signal".into())?;
+    let _ = Reflect::delete_property(&data, &"signal".into());
+    let signal =
+        if signal.is_undefined() || signal.is_null() {
+            None
+        } else {
+            Some(signal.dyn_into::<AbortSignal>().map_err(|_| {
+                js_error(&Error::config("options.signal", "must be an AbortSignal"))
+            })?)
+        };
+    let mut taken = Vec::new();
+    for key in functions {
+        let value = Reflect::get(&data, &JsValue::from_str(key))?;
+        let _ = Reflect::delete_property(&data, &JsValue::from_str(key));
+        if !value.is_undefined() && !value.is_null() && !value.is_function() {
+            return Err(js_error(&Error::config(
+                format!("options.{key}"),
+                "must be a function",
+            )));
+        }
+        taken.push(value);
+    }
+    Ok((data.into(), signal, taken))
+}
+
+/// Runs `future` unless `signal` aborts first ([`Error::Aborted`]); dropping the future
+/// cancels whatever it had under way.
+async fn abortable<T>(
+    signal: Option<AbortSignal>,
+    future: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(signal) = signal else {
+        return future.await;
+    };
+    if signal.aborted() {
+        return Err(Error::Aborted);
+    }
+    let mut listener: Option<Function> = None;
+    let aborted = JsFuture::from(Promise::new(&mut |resolve, _reject| {
+        let _ = signal.add_event_listener_with_callback("abort", &resolve);
+        listener = Some(resolve);
+    }));
+    let outcome = match select(pin!(future), aborted).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(Error::Aborted),
+    };
+    if let Some(listener) = listener {
+        let _ = signal.remove_event_listener_with_callback("abort", &listener);
+    }
+    outcome
+}
+
+fn promise<T: Serialize>(future: impl Future<Output = Result<T, Error>> + 'static) -> Promise {
+    future_to_promise(async move {
+        match future.await {
+            Ok(value) => to_js(&value),
+            Err(error) => Err(js_error(&error)),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// ProviderManager
+
+/// Providers by name with failover, retries, rate limiting, batches and streaming.
+#[wasm_bindgen(js_name = ProviderManager, skip_typescript)]
+pub struct JsProviderManager {
+    inner: Rc<ProviderManager<WasmRuntime>>,
+}
+
+#[wasm_bindgen(js_class = ProviderManager)]
+impl JsProviderManager {
+    /// Sets up every provider of `config`. Keys left empty are read from `process.env`
+    /// (Node). Throws only when the configuration is invalid or no provider can be set up.
+    #[wasm_bindgen(skip_typescript, constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "LlmConfig")] config: JsValue,
+    ) -> Result<JsProviderManager, JsValue> {
+        let config: LlmConfig = from_js(config, "config")?;
+        config.validate().map_err(|e| js_error(&e))?;
+        let manager = ProviderManager::new(&config, Rc::new(WasmRuntime), &environment)
+            .map_err(|e| js_error(&e))?;
+        Ok(JsProviderManager {
+            inner: Rc::new(manager),
+        })
+    }
+
+    /// Generates an answer with `provider` (the default when omitted).
+    #[wasm_bindgen(skip_typescript, unchecked_return_type = "Promise<LlmResponse>")]
+    pub fn generate(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Prompt")] prompt: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
+        provider: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
+    ) -> Result<Promise, JsValue> {
+        let prompt: Prompt = from_js(prompt, "prompt")?;
+        let config: GenerationConfig = from_js_or_default(config, "config")?;
+        let (data, signal, _) = split_options(options, &[])?;
+        let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+        let manager = Rc::clone(&self.inner);
+        Ok(promise(async move {
+            abortable(
+                signal,
+                manager.generate(&prompt, &config, provider.as_deref(), &call),
+            )
+            .await
+        }))
+    }
+
+    /// Tries the providers of `order` (every provider, in configuration order, when
+    /// omitted) until one answers.
+    #[wasm_bindgen(skip_typescript, js_name = generateWithFailover, unchecked_return_type = "Promise<LlmResponse>")]
+    pub fn generate_with_failover(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Prompt")] prompt: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
+        order: Option<Vec<String>>,
+        #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
+    ) -> Result<Promise, JsValue> {
+        let prompt: Prompt = from_js(prompt, "prompt")?;
+        let config: GenerationConfig = from_js_or_default(config, "config")?;
+        let (data, signal, _) = split_options(options, &[])?;
+        let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+        let manager = Rc::clone(&self.inner);
+        Ok(promise(async move {
+            abortable(
+                signal,
+                manager.generate_with_failover(&prompt, &config, order.as_deref(), &call),
+            )
+            .await
+        }))
+    }
+
+    /// Generates an answer for every prompt, `concurrency` at a time, sharing the rate
+    /// limiters; one result per prompt, in order. `onProgress(done, total, item)` hears of
+    /// each as it finishes.
+    #[wasm_bindgen(skip_typescript, js_name = generateBatch, unchecked_return_type = "Promise<BatchItem[]>")]
+    pub fn generate_batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Prompt[]")] prompts: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
+        #[wasm_bindgen(unchecked_param_type = "BatchOptions | null")] options: Option<Object>,
+    ) -> Result<Promise, JsValue> {
+        let prompts: Vec<Prompt> = from_js(prompts, "prompts")?;
+        let config: GenerationConfig = from_js_or_default(config, "config")?;
+        let (data, signal, functions) = split_options(options, &["onProgress"])?;
+        let batch: BatchOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+        let on_progress = functions
+            .into_iter()
+            .next()
+            .and_then(|f| f.dyn_into::<Function>().ok());
+        let manager = Rc::clone(&self.inner);
+        Ok(future_to_promise(async move {
+            let run = manager.generate_batch(&prompts, &config, &batch, |progress| {
+                if let Some(callback) = &on_progress {
+                    let item = batch_item(progress.result);
+                    // A throwing callback must not sink the batch; its error is its own.
+                    let _ = callback.call3(
+                        &JsValue::NULL,
+                        &progress.done.into(),
+                        &progress.total.into(),
+                        &item,
+                    );
+                }
+            });
+            let results = abortable(signal, run).await.map_err(|e| js_error(&e))?;
+            Ok(results.iter().map(batch_item).collect::<Array>().into())
+        }))
+    }
+
+    /// Streams an answer: an async iterable of `{ type: "delta", content, thinking }`
+    /// items, then one `{ type: "done", response }` with the whole answer.
+    #[wasm_bindgen(skip_typescript, unchecked_return_type = "CompletionStream")]
+    pub fn stream(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Prompt")] prompt: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
+        provider: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
+    ) -> Result<JsValue, JsValue> {
+        let prompt: Prompt = from_js(prompt, "prompt")?;
+        let config: GenerationConfig = from_js_or_default(config, "config")?;
+        let (data, signal, _) = split_options(options, &[])?;
+        let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+        let manager = Rc::clone(&self.inner);
+        let opening: OpeningStream = Box::pin(async move {
+            manager
+                .stream(&prompt, &config, provider.as_deref(), &call)
+                .await
+        });
+        let stream = JsCompletionStream {
+            state: Rc::new(RefCell::new(StreamState::Opening(opening))),
+            signal,
+            closed: Rc::default(),
+        };
+        Ok(make_async_iterable(stream.into()))
+    }
+
+    /// The names of the providers that could be set up.
+    #[wasm_bindgen(skip_typescript, js_name = listProviders)]
+    pub fn list_providers(&self) -> Vec<String> {
+        self.inner.list_providers()
+    }
+
+    /// Every configured provider: type, model, availability and why not, rate limiter.
+    #[wasm_bindgen(skip_typescript, js_name = providerStatus, unchecked_return_type = "ProviderStatus[]")]
+    pub fn provider_status(&self) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.provider_status())
+    }
+
+    /// The default provider's name.
+    #[wasm_bindgen(skip_typescript, getter, js_name = defaultProvider)]
+    pub fn default_provider(&self) -> String {
+        self.inner.default_provider().to_string()
+    }
+}
+
+fn batch_item(result: &Result<LlmResponse, Error>) -> JsValue {
+    let item = Object::new();
+    match result {
+        Ok(response) => {
+            set(&item, "ok", &JsValue::TRUE);
+            set(&item, "response", &to_js(response).unwrap_or(JsValue::NULL));
+        }
+        Err(error) => {
+            set(&item, "ok", &JsValue::FALSE);
+            set(&item, "error", &js_error(error));
+        }
+    }
+    item.into()
+}
+
+// ---------------------------------------------------------------------------------------
+// CompletionStream
+
+type OpeningStream = Pin<Box<dyn Future<Output = Result<CompletionStream<WasmRuntime>, Error>>>>;
+
+enum StreamState {
+    Opening(OpeningStream),
+    Open(Box<CompletionStream<WasmRuntime>>),
+    Busy,
+    Finished,
+}
+
+/// A streamed answer: `for await (const item of stream)`. Breaking out of the loop (or
+/// calling `return()`) aborts the request.
+#[wasm_bindgen(js_name = CompletionStream, skip_typescript)]
+pub struct JsCompletionStream {
+    state: Rc<RefCell<StreamState>>,
+    signal: Option<AbortSignal>,
+    /// Set by `return()`: a `next()` in flight then drops the stream when it settles.
+    closed: Rc<std::cell::Cell<bool>>,
+}
+
+#[wasm_bindgen(js_class = CompletionStream)]
+impl JsCompletionStream {
+    /// The next item, as the async iterator protocol has it.
+    #[wasm_bindgen(
+        skip_typescript,
+        unchecked_return_type = "Promise<IteratorResult<StreamItem, undefined>>"
+    )]
+    pub fn next(&self) -> Promise {
+        let state = Rc::clone(&self.state);
+        let signal = self.signal.clone();
+        let closed = Rc::clone(&self.closed);
+        future_to_promise(async move {
+            let current = std::mem::replace(&mut *state.borrow_mut(), StreamState::Busy);
+            let mut stream = match current {
+                StreamState::Opening(opening) => match abortable(signal.clone(), opening).await {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        *state.borrow_mut() = StreamState::Finished;
+                        return Err(js_error(&error));
+                    }
+                },
+                StreamState::Open(stream) => *stream,
+                StreamState::Busy => {
+                    *state.borrow_mut() = StreamState::Busy;
+                    return Err(js_error(&Error::config(
+                        "stream",
+                        "next() was called again before the previous call settled",
+                    )));
+                }
+                StreamState::Finished => return Ok(iterator_result(None)),
+            };
+            let event = abortable(signal, async { stream.next().await.transpose() }).await;
+            match event {
+                Ok(Some(StreamEvent::Delta(delta))) => {
+                    *state.borrow_mut() = if closed.get() {
+                        StreamState::Finished
+                    } else {
+                        StreamState::Open(Box::new(stream))
+                    };
+                    Ok(iterator_result(Some(stream_item("delta", &delta, None))))
+                }
+                Ok(Some(StreamEvent::Done(response))) => {
+                    *state.borrow_mut() = StreamState::Finished;
+                    let response = to_js(&*response)?;
+                    Ok(iterator_result(Some(stream_item(
+                        "done",
+                        &ThinkingDelta::default(),
+                        Some(response),
+                    ))))
+                }
+                Ok(None) => {
+                    *state.borrow_mut() = StreamState::Finished;
+                    Ok(iterator_result(None))
+                }
+                Err(error) => {
+                    *state.borrow_mut() = StreamState::Finished;
+                    Err(js_error(&error))
+                }
+            }
+        })
+    }
+
+    /// Ends the stream early, aborting the request.
+    #[wasm_bindgen(
+        skip_typescript,
+        js_name = "return",
+        unchecked_return_type = "Promise<IteratorResult<StreamItem, undefined>>"
+    )]
+    pub fn finish_early(&self) -> Promise {
+        self.closed.set(true);
+        // Busy means a next() in flight owns the stream; it drops it when it settles.
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            if !matches!(*state, StreamState::Busy) {
+                *state = StreamState::Finished;
+            }
+        }
+        Promise::resolve(&iterator_result(None))
+    }
+}
+
+fn stream_item(kind: &str, delta: &ThinkingDelta, response: Option<JsValue>) -> JsValue {
+    let item = Object::new();
+    set(&item, "type", &JsValue::from_str(kind));
+    set(&item, "content", &JsValue::from_str(&delta.content));
+    set(&item, "thinking", &JsValue::from_str(&delta.thinking));
+    if let Some(response) = response {
+        set(&item, "response", &response);
+    }
+    item.into()
+}
+
+fn iterator_result(value: Option<JsValue>) -> JsValue {
+    let result = Object::new();
+    set(&result, "done", &JsValue::from_bool(value.is_none()));
+    set(&result, "value", &value.unwrap_or(JsValue::UNDEFINED));
+    result.into()
+}
+
+// ---------------------------------------------------------------------------------------
+// Thinking extraction
+
+/// Separates thinking from `text`; `separateReasoning` is a provider's
+/// `reasoning_content`, which comes first.
+#[wasm_bindgen(js_name = extractThinking, skip_typescript)]
+pub fn extract_thinking(text: &str, separate_reasoning: Option<String>) -> JsValue {
+    let extracted = ThinkingExtractor::default().extract(text, separate_reasoning.as_deref());
+    let object = Object::new();
+    KEYS.with(|(content, thinking)| {
+        let _ = Reflect::set(&object, content, &JsValue::from_str(&extracted.content));
+        let thinking_value = extracted
+            .thinking
+            .as_deref()
+            .map_or(JsValue::NULL, JsValue::from_str);
+        let _ = Reflect::set(&object, thinking, &thinking_value);
+    });
+    set(&object, "unclosed", &JsValue::from_bool(extracted.unclosed));
+    object.into()
+}
+
+thread_local! {
+    static KEYS: (JsValue, JsValue) = (JsValue::from_str("content"), JsValue::from_str("thinking"));
+}
+
+/// The streaming thinking extractor: `push(chunk)` and `finish()` give the content and
+/// thinking that became certain.
+#[wasm_bindgen(js_name = ThinkingStream, skip_typescript)]
+pub struct JsThinkingStream {
+    inner: ThinkingStream,
+    delta: ThinkingDelta,
+}
+
+#[wasm_bindgen(js_class = ThinkingStream)]
+impl JsThinkingStream {
+    /// `options.starts_in_thinking`: the text begins inside a pre-filled `<think>`;
+    /// `options.tags`: the tag names (default `thinking`, `reasoning`, `think`).
+    #[wasm_bindgen(skip_typescript, constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "ThinkingStreamOptions | null")] options: Option<
+            Object,
+        >,
+    ) -> Result<JsThinkingStream, JsValue> {
+        let options: JsStreamOptions = from_js_or_default(options, "options")?;
+        let extractor = match options.tags {
+            Some(tags) => ThinkingExtractor::new(tags).map_err(|e| js_error(&e))?,
+            None => ThinkingExtractor::default(),
+        };
+        Ok(JsThinkingStream {
+            inner: extractor.stream(StreamOptions {
+                starts_in_thinking: options.starts_in_thinking,
+            }),
+            delta: ThinkingDelta::default(),
+        })
+    }
+
+    /// Feeds answer text; returns the new content and thinking.
+    #[wasm_bindgen(skip_typescript, unchecked_return_type = "ThinkingDelta")]
+    pub fn push(&mut self, chunk: &str) -> JsValue {
+        self.delta.content.clear();
+        self.delta.thinking.clear();
+        self.inner.push_into(chunk, &mut self.delta);
+        delta_object(&self.delta)
+    }
+
+    /// Feeds a provider's separate reasoning text (`reasoning_content` deltas).
+    #[wasm_bindgen(skip_typescript, js_name = pushReasoning, unchecked_return_type = "ThinkingDelta")]
+    pub fn push_reasoning(&mut self, chunk: &str) -> JsValue {
+        delta_object(&self.inner.push_reasoning(chunk))
+    }
+
+    /// Ends the text: returns what was held back.
+    #[wasm_bindgen(skip_typescript, unchecked_return_type = "ThinkingDelta")]
+    pub fn finish(&mut self) -> JsValue {
+        delta_object(&self.inner.finish())
+    }
+
+    /// Whether a thinking block is open (after `finish()`: was never closed).
+    #[wasm_bindgen(skip_typescript, getter)]
+    pub fn unclosed(&self) -> bool {
+        self.inner.unclosed()
+    }
+}
+
+fn delta_object(delta: &ThinkingDelta) -> JsValue {
+    let object = Object::new();
+    KEYS.with(|(content, thinking)| {
+        let _ = Reflect::set(&object, content, &JsValue::from_str(&delta.content));
+        let _ = Reflect::set(&object, thinking, &JsValue::from_str(&delta.thinking));
+    });
+    object.into()
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct JsStreamOptions {
+    starts_in_thinking: bool,
+    tags: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------------------
+// RateLimiter
+
+/// The rate limiter on its own: requests and tokens per minute, adapting to
+/// `x-ratelimit-*` headers. Times are milliseconds since the epoch (`Date.now()` when
+/// omitted).
+#[wasm_bindgen(js_name = RateLimiter, skip_typescript)]
+pub struct JsRateLimiter {
+    inner: RateLimiter,
+}
+
+fn now_or(now_ms: Option<f64>) -> f64 {
+    now_ms.unwrap_or_else(js_sys::Date::now)
+}
+
+#[wasm_bindgen(js_class = RateLimiter)]
+impl JsRateLimiter {
+    /// A limiter for `limits` (default 60 requests and 90,000 tokens per minute).
+    #[wasm_bindgen(skip_typescript, constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "RateLimitConfig | null")] limits: Option<Object>,
+    ) -> Result<JsRateLimiter, JsValue> {
+        let limits: crate::config::RateLimitConfig = from_js_or_default(limits, "limits")?;
+        limits.validate("limits").map_err(|e| js_error(&e))?;
+        Ok(JsRateLimiter {
+            inner: RateLimiter::new(RateLimits {
+                requests_per_minute: limits.requests_per_minute,
+                tokens_per_minute: limits.tokens_per_minute,
+            }),
+        })
+    }
+
+    /// Reserves a request of `tokens` estimated tokens; wait `wait_ms` before sending.
+    #[wasm_bindgen(skip_typescript, unchecked_return_type = "Reservation")]
+    pub fn reserve(&mut self, tokens: u32, now_ms: Option<f64>) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.reserve(now_or(now_ms), tokens))
+    }
+
+    /// Like `reserve`, returning only the wait in milliseconds (the cheapest decision).
+    #[wasm_bindgen(skip_typescript, js_name = reserveWait)]
+    pub fn reserve_wait(&mut self, tokens: u32, now_ms: Option<f64>) -> f64 {
+        self.inner.reserve(now_or(now_ms), tokens).wait_ms
+    }
+
+    /// How much longer `reservation` must wait because of a server signal, or `null`.
+    #[wasm_bindgen(skip_typescript, js_name = blockedFor)]
+    pub fn blocked_for(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Reservation")] reservation: JsValue,
+        now_ms: Option<f64>,
+    ) -> Result<Option<f64>, JsValue> {
+        let reservation: Reservation = from_js(reservation, "reservation")?;
+        Ok(self.inner.blocked_for(&reservation, now_or(now_ms)))
+    }
+
+    /// The request finished having used `actualTokens` (omit when unknown).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn reconcile(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "Reservation")] reservation: JsValue,
+        actual_tokens: Option<u32>,
+    ) -> Result<(), JsValue> {
+        let reservation: Reservation = from_js(reservation, "reservation")?;
+        self.inner.reconcile(&reservation, actual_tokens);
+        Ok(())
+    }
+
+    /// The request was never sent: its tokens come back.
+    #[wasm_bindgen(skip_typescript)]
+    pub fn cancel(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "Reservation")] reservation: JsValue,
+    ) -> Result<(), JsValue> {
+        let reservation: Reservation = from_js(reservation, "reservation")?;
+        self.inner.cancel(&reservation);
+        Ok(())
+    }
+
+    /// Adapts to a response's headers (a `Headers` object or a plain object).
+    #[wasm_bindgen(skip_typescript)]
+    pub fn observe(
+        &mut self,
+        #[wasm_bindgen(unchecked_param_type = "Headers | Record<string, string>")] headers: JsValue,
+        status: u16,
+        #[wasm_bindgen(unchecked_param_type = "Reservation | null")] reservation: JsValue,
+        now_ms: Option<f64>,
+    ) -> Result<(), JsValue> {
+        let headers = headers_from_js(&headers)?;
+        let reservation: Option<Reservation> =
+            if reservation.is_undefined() || reservation.is_null() {
+                None
+            } else {
+                Some(from_js(reservation, "reservation")?)
+            };
+        self.inner
+            .observe(now_or(now_ms), &headers, status, reservation.as_ref());
+        Ok(())
+    }
+
+    /// The limiter's state.
+    #[wasm_bindgen(skip_typescript, unchecked_return_type = "RateLimitStatus")]
+    pub fn status(&self, now_ms: Option<f64>) -> Result<JsValue, JsValue> {
+        to_js(&self.inner.status(now_or(now_ms)))
+    }
+}
+
+/// A fetch `Headers` object (anything with `entries()`) or a plain object of strings.
+fn headers_from_js(value: &JsValue) -> Result<Headers, JsValue> {
+    let entries = Reflect::get(value, &"entries".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok());
+    let iterable = match entries {
+        Some(entries) => entries.call0(value)?,
+        None => Object::entries(value.dyn_ref::<Object>().ok_or_else(|| {
+            js_error(&Error::config(
+                "headers",
+                "must be a Headers object or a plain object",
+            ))
+        })?)
+        .into(),
+    };
+    let mut headers = Headers::new();
+    for pair in js_sys::try_iter(&iterable)?.into_iter().flatten() {
+        let pair = pair?;
+        let name = Reflect::get_u32(&pair, 0)?.as_string();
+        let value = Reflect::get_u32(&pair, 1)?.as_string();
+        if let (Some(name), Some(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    Ok(headers)
+}
