@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
-scripts/setup.sh
+scripts/setup.sh --node --browser
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -17,14 +17,21 @@ cargo fmt --all -- --check
 step "cargo clippy (native, all targets)"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "cargo clippy (wasm32, the pure core)"
+step "cargo clippy (wasm32: the pure core; the JS bindings with their tests)"
 cargo clippy --lib --locked --target wasm32-unknown-unknown -- -D warnings
-
-step "cargo build (wasm32, release)"
-cargo build --lib --locked --release --target wasm32-unknown-unknown
+cargo clippy --lib --tests --locked --target wasm32-unknown-unknown --features js -- -D warnings
 
 step "cargo test (native: unit, behaviour, property and doc tests)"
 cargo test --locked
+
+step "the npm package (pkg/)"
+scripts/build-pkg.sh
+
+step "wasm tests: the JS surface in Node and headless Chromium"
+scripts/test-wasm.sh
+
+step "node tests: the scripted upstream, the packed npm package in Node, TypeScript and Chromium"
+node --test tests/upstream/ tests/npm/
 
 echo
 echo "all checks passed"

@@ -496,6 +496,8 @@ pub fn from_json_text<T: de::DeserializeOwned>(json: &str, root: &str) -> Result
         let (path, message) = crate::json_path::locate(json, &e);
         let field = if path.is_empty() {
             root.to_string()
+        } else if path.starts_with('[') || root.is_empty() {
+            format!("{root}{path}")
         } else {
             format!("{root}.{path}")
         };

@@ -58,8 +58,10 @@ pub mod error;
 pub mod http;
 pub mod json_path;
 pub mod manager;
+pub mod openai_api;
 pub mod provider;
 pub mod rate_limit;
+pub mod record;
 pub mod retry;
 pub mod runtime;
 pub mod sse;
@@ -67,8 +69,14 @@ pub mod stream;
 pub mod thinking;
 pub mod validate;
 
+#[cfg(feature = "wasm-runtime")]
+pub mod wasm;
+
 #[cfg(feature = "js")]
 pub mod js;
+
+#[cfg(feature = "worker")]
+pub mod worker;
 
 pub use chat::{LlmResponse, Message, Prompt, Usage};
 pub use client::{CallOptions, Client, CompletionStream, StreamEvent};

@@ -281,6 +281,36 @@ impl<R: Runtime> ProviderManager<R> {
         self.client(provider)?.stream(prompt, config, options).await
     }
 
+    /// Starts a streamed answer from the first provider of `order` that opens one (each
+    /// retrying on its own first); like [`Self::generate_with_failover`], but once a
+    /// stream has begun it is not switched.
+    pub async fn stream_with_failover(
+        &self,
+        prompt: &Prompt,
+        config: &GenerationConfig,
+        order: Option<&[String]>,
+        options: &CallOptions,
+    ) -> Result<CompletionStream<R>> {
+        let names = self.failover_order(order)?;
+        config.validate()?;
+        let mut errors = Vec::new();
+        for name in names {
+            let outcome = match self.client(Some(&name)) {
+                Ok(client) => client.stream(prompt, config, options).await,
+                Err(setup) => Err(setup),
+            };
+            match outcome {
+                Ok(stream) => return Ok(stream),
+                Err(error @ Error::Aborted) => return Err(error),
+                Err(error @ Error::Config { .. }) if self.client(Some(&name)).is_ok() => {
+                    return Err(error)
+                }
+                Err(error) => errors.push((name, error)),
+            }
+        }
+        Err(Error::AllProvidersFailed { errors })
+    }
+
     /// Generates an answer for every prompt, at most `options.concurrency` at once, all
     /// sharing each provider's rate limiter. Results come in the order of `prompts`, one
     /// per prompt: one failure never sinks the batch. `on_progress` hears of each item as

@@ -3,9 +3,7 @@
 //! Every export converts its arguments (serde-wasm-bindgen, the same snake_case JSON as
 //! the core's config), calls the core, and converts the result back; errors become real
 //! `Error` objects in one place ([`js_error`]). No decision is made here. The platform
-//! (fetch, timers, clock, randomness) is [`runtime::WasmRuntime`].
-
-pub mod runtime;
+//! (fetch, timers, clock, randomness) is [`crate::wasm::WasmRuntime`].
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -29,7 +27,7 @@ use crate::http::Headers;
 use crate::manager::{BatchOptions, ProviderManager};
 use crate::rate_limit::{RateLimiter, RateLimits, Reservation};
 use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
-use runtime::WasmRuntime;
+use crate::wasm::{describe, WasmRuntime};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = include_str!("types.d.ts");
@@ -57,7 +55,7 @@ fn from_js<T: DeserializeOwned>(value: JsValue, root: &str) -> Result<T, JsValue
     let json = match js_sys::JSON::stringify(&value) {
         Ok(text) => text.as_string().unwrap_or_else(|| "null".to_string()),
         Err(e) => {
-            let why = runtime::describe(&e);
+            let why = describe(&e);
             return Err(js_error(&Error::config(
                 root,
                 format!("cannot be read as JSON: {why}"),

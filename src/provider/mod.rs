@@ -48,8 +48,9 @@ pub struct Provider {
 const MAX_QUOTED_CHARS: usize = 500;
 
 impl Provider {
-    /// Sets up provider `name`. An empty `api_key` is looked up with `env` under the
-    /// kind's variable (`OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY`, `CUSTOM_API_KEY`).
+    /// Sets up provider `name`. An empty `api_key` is looked up with `env`: first the
+    /// provider's own variable ([`provider_key_var`]), then the kind's (`OPENAI_API_KEY`,
+    /// `AZURE_OPENAI_API_KEY`, `CUSTOM_API_KEY`).
     /// OpenAI and Azure need a key; a `custom` server may do without.
     pub fn from_config(
         name: &str,
@@ -58,16 +59,20 @@ impl Provider {
     ) -> Result<Provider> {
         let path = format!("providers.{name}");
         config.validate(&path)?;
+        let own_var = provider_key_var(name);
         let var = config.kind.api_key_env_var();
         let key = if config.api_key.is_empty() {
-            Secret::new(env(var).unwrap_or_default())
+            let found = env(&own_var)
+                .filter(|k| !k.trim().is_empty())
+                .or_else(|| env(var));
+            Secret::new(found.unwrap_or_default())
         } else {
             config.api_key.clone()
         };
         if key.is_empty() && config.kind != ProviderKind::Custom {
             return Err(Error::config(
                 format!("{path}.api_key"),
-                format!("no API key: set api_key or the {var} environment variable (a secret)"),
+                format!("no API key: set api_key, or the {own_var} or {var} environment variable (a secret)"),
             ));
         }
         if key.expose().chars().any(|c| c.is_control()) {
@@ -376,6 +381,23 @@ impl Provider {
         }
         text
     }
+}
+
+/// The environment variable holding the key of provider `name` alone:
+/// `LLM_<NAME>_API_KEY`, the name upper-cased with anything but letters and digits as `_`.
+/// It wins over the kind's variable, so two providers of one kind can have two keys.
+pub fn provider_key_var(name: &str) -> String {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("LLM_{name}_API_KEY")
 }
 
 fn describe_json_error(error: &serde_json::Error, body: &[u8]) -> String {

@@ -188,7 +188,7 @@ impl Drop for Sleep {
 }
 
 /// A readable description of a thrown JavaScript value (an `Error`'s message and cause).
-pub(crate) fn describe(value: &JsValue) -> String {
+pub fn describe(value: &JsValue) -> String {
     if let Some(error) = value.dyn_ref::<js_sys::Error>() {
         let mut text = String::from(error.message());
         let cause = error.cause();

@@ -1,0 +1,415 @@
+//! The server side of the OpenAI chat-completions API, as the Worker offers it: reading a
+//! client's request, and writing answers, stream chunks and errors in OpenAI's shapes.
+//!
+//! Pure mapping, tested natively; the Worker only moves bytes. Requests follow
+//! `CreateChatCompletionRequest` (unknown parameters pass through to the provider), with
+//! two extensions: `provider` (a configured name) and `fallback` (names to fail over to).
+//! Thinking leaves `message.content` and travels as `message.reasoning_content`, as
+//! DeepSeek and vLLM do, so existing clients keep working.
+
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::chat::{LlmResponse, Message, Usage};
+use crate::config::{from_json_text, GenerationConfig};
+use crate::error::Error;
+
+/// The most a request body may hold, in bytes.
+pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`, with its
+/// HTTP status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub message: String,
+    /// OpenAI's `type`: `invalid_request_error`, `authentication_error`, …
+    pub kind: &'static str,
+    /// The request field at fault.
+    pub param: Option<String>,
+    /// A machine-readable code.
+    pub code: Option<String>,
+}
+
+impl ApiError {
+    /// A 400 about `param`.
+    pub fn invalid(param: Option<&str>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: 400,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: param.map(str::to_string),
+            code: None,
+        }
+    }
+
+    /// An error of any status.
+    pub fn new(status: u16, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: Some(code.to_string()),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        json!({ "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code } })
+    }
+
+    /// What a client gets for a call that failed: a configuration error of the call is
+    /// its own mistake (400), a provider that could not be set up is unavailable (503),
+    /// and an upstream failure after retries and failover keeps the upstream's meaning:
+    /// 429 when rate limited, 504 on a timeout, 502 for everything the client cannot fix,
+    /// the upstream's own 4xx (a bad parameter, an unknown model) otherwise. The provider
+    /// is named in the message.
+    pub fn from_error(error: &Error) -> Self {
+        match error {
+            Error::Config { field, message } if field.starts_with("providers.") => ApiError::new(
+                503,
+                "server_error",
+                "provider_unavailable",
+                format!("{field}: {message}"),
+            ),
+            Error::Config { field, message } => {
+                let param = field.strip_prefix("config.").unwrap_or(field);
+                ApiError::invalid(Some(param), format!("{field}: {message}"))
+            }
+            Error::RateLimited { .. } => ApiError::new(
+                429,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                error.to_string(),
+            ),
+            Error::Timeout { .. } => {
+                ApiError::new(504, "server_error", "upstream_timeout", error.to_string())
+            }
+            Error::Connection { .. } | Error::InvalidResponse { .. } => {
+                ApiError::new(502, "server_error", "upstream_error", error.to_string())
+            }
+            Error::Http {
+                status,
+                param,
+                code,
+                ..
+            } => {
+                let passes_through = (400..500).contains(status) && !matches!(status, 401 | 403);
+                let mut api = if passes_through {
+                    ApiError::new(
+                        *status,
+                        "invalid_request_error",
+                        code.as_deref().unwrap_or("upstream_error"),
+                        error.to_string(),
+                    )
+                } else {
+                    ApiError::new(502, "server_error", "upstream_error", error.to_string())
+                };
+                api.param = param.as_deref().map(str::to_string);
+                api
+            }
+            Error::AllProvidersFailed { errors } => {
+                let mut api = errors
+                    .last()
+                    .map(|(_, last)| ApiError::from_error(last))
+                    .unwrap_or_else(|| ApiError::new(502, "server_error", "upstream_error", ""));
+                api.message = error.to_string();
+                api
+            }
+            Error::Aborted => ApiError::new(499, "server_error", "aborted", error.to_string()),
+            // `Error` is non-exhaustive; anything new is the server's own failure.
+            #[allow(unreachable_patterns)]
+            _ => ApiError::new(500, "server_error", "internal_error", error.to_string()),
+        }
+    }
+}
+
+/// A chat-completion request, read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    /// The conversation.
+    pub messages: Vec<Message>,
+    /// The parameters, as the client gave them (unknown ones in `extra`).
+    pub config: GenerationConfig,
+    /// `stream: true`.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+    /// The provider asked for (`provider`, else the `x-llm-provider` header).
+    pub provider: Option<String>,
+    /// Providers to fail over to, in order, after `provider`.
+    pub fallback: Vec<String>,
+}
+
+impl ChatRequest {
+    /// The providers to try, in order: `None` for the default provider alone.
+    pub fn route(&self) -> Option<Vec<String>> {
+        if self.fallback.is_empty() {
+            return None;
+        }
+        let mut order: Vec<String> = self.provider.iter().cloned().collect();
+        order.extend(self.fallback.iter().cloned());
+        Some(order)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extensions {
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    fallback: Option<Fallback>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u32>,
+    #[serde(default)]
+    max_completion_tokens: Option<u32>,
+    #[serde(default)]
+    stop: Option<Stop>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Fallback {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+/// Keys read here rather than by [`GenerationConfig`].
+const EXTENSION_KEYS: [&str; 7] = [
+    "provider",
+    "fallback",
+    "stream",
+    "stream_options",
+    "n",
+    "max_completion_tokens",
+    "stop",
+];
+
+/// Reads a chat-completion request body. `header_provider` is the `x-llm-provider` header.
+/// Every mistake is a 400 naming the parameter.
+pub fn parse_chat_request(
+    body: &[u8],
+    header_provider: Option<&str>,
+) -> Result<ChatRequest, ApiError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(too_large());
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::invalid(None, "the body is not UTF-8 text"))?;
+    let mut object: Map<String, Value> = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object,
+        Ok(_) => return Err(ApiError::invalid(None, "the body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(
+                None,
+                format!("the body is not valid JSON: {e}"),
+            ))
+        }
+    };
+    let messages_value = object
+        .remove("messages")
+        .ok_or_else(|| ApiError::invalid(Some("messages"), "messages is required"))?;
+    let messages: Vec<Message> =
+        from_json_text(&messages_value.to_string(), "messages").map_err(|e| config_error(&e))?;
+    if messages.is_empty() {
+        return Err(ApiError::invalid(
+            Some("messages"),
+            "messages must hold at least one message",
+        ));
+    }
+    let mut extensions = Map::new();
+    for key in EXTENSION_KEYS {
+        if let Some(value) = object.remove(key) {
+            extensions.insert(key.to_string(), value);
+        }
+    }
+    let extensions: Extensions =
+        from_json_text(&Value::Object(extensions).to_string(), "").map_err(|e| config_error(&e))?;
+    let mut config: GenerationConfig =
+        from_json_text(&Value::Object(object).to_string(), "").map_err(|e| config_error(&e))?;
+    if let Some(n) = extensions.n.filter(|n| *n != 1) {
+        return Err(ApiError::invalid(
+            Some("n"),
+            format!("only n = 1 is supported, got {n}"),
+        ));
+    }
+    if let Some(max) = extensions.max_completion_tokens {
+        config.max_tokens = max;
+    }
+    config.stop_sequences = match extensions.stop {
+        Some(Stop::One(s)) => Some(vec![s]),
+        Some(Stop::Many(list)) => Some(list),
+        None => config.stop_sequences,
+    };
+    config.validate().map_err(|e| config_error(&e))?;
+    // The request names its messages itself; a system prompt would be the config's.
+    config.system_prompt = None;
+    let provider = extensions
+        .provider
+        .or_else(|| header_provider.map(str::to_string))
+        .filter(|p| !p.trim().is_empty());
+    let fallback = match extensions.fallback {
+        Some(Fallback::One(name)) => vec![name],
+        Some(Fallback::Many(names)) => names,
+        None => Vec::new(),
+    };
+    if let Some(name) = fallback.iter().find(|n| n.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            Some("fallback"),
+            format!("names an empty provider ({name:?})"),
+        ));
+    }
+    Ok(ChatRequest {
+        messages,
+        config,
+        stream: extensions.stream.unwrap_or(false),
+        include_usage: extensions.stream_options.is_some_and(|o| o.include_usage),
+        provider,
+        fallback,
+    })
+}
+
+/// The 413 for a body over [`MAX_REQUEST_BYTES`].
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "invalid_request_error",
+        "request_too_large",
+        format!("the request body exceeds {MAX_REQUEST_BYTES} bytes"),
+    )
+}
+
+fn config_error(error: &Error) -> ApiError {
+    match error {
+        Error::Config { field, message } => {
+            let param = field.strip_prefix("config.").unwrap_or(field);
+            let param = if param.is_empty() || param == "config" {
+                None
+            } else {
+                Some(param)
+            };
+            let shown = param.map_or_else(|| message.clone(), |p| format!("{p}: {message}"));
+            ApiError::invalid(param, shown)
+        }
+        other => ApiError::invalid(None, other.to_string()),
+    }
+}
+
+/// A complete answer as OpenAI's `chat.completion`, thinking in `reasoning_content`.
+pub fn completion_body(id: &str, created_s: u64, response: &LlmResponse) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created_s,
+        "model": response.model,
+        "choices": [{
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": response.content,
+                "reasoning_content": response.thinking,
+                "refusal": null,
+            },
+            "logprobs": null,
+            "finish_reason": response.finish_reason,
+        }],
+        "usage": response.usage,
+        "system_fingerprint": null,
+        "provider": response.provider,
+    })
+}
+
+/// One `chat.completion.chunk` as an SSE event (`data: …\n\n`). `delta` is the delta
+/// object; `finish_reason` and `usage` go on the last chunks.
+pub fn chunk_event(
+    id: &str,
+    created_s: u64,
+    model: &str,
+    delta: Option<Value>,
+    finish_reason: Option<&str>,
+    usage: Option<&Usage>,
+) -> String {
+    let choices = match delta {
+        Some(delta) => {
+            json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }])
+        }
+        None => json!([]),
+    };
+    let mut chunk = json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created_s,
+        "model": model,
+        "choices": choices,
+        "system_fingerprint": null,
+    });
+    if let Some(usage) = usage {
+        chunk["usage"] = json!(usage);
+    }
+    format!("data: {chunk}\n\n")
+}
+
+/// The delta object of new content and thinking (`reasoning_content`).
+pub fn delta_object(content: &str, thinking: &str) -> Value {
+    let mut delta = Map::new();
+    if !thinking.is_empty() {
+        delta.insert("reasoning_content".into(), thinking.into());
+    }
+    if !content.is_empty() {
+        delta.insert("content".into(), content.into());
+    }
+    Value::Object(delta)
+}
+
+/// An error event inside a stream that has begun (the status line is gone already).
+pub fn error_event(error: &ApiError) -> String {
+    format!("data: {}\n\n", error.body())
+}
+
+/// The stream's end.
+pub const DONE_EVENT: &str = "data: [DONE]\n\n";
+
+/// The token in `Authorization: Bearer <token>`, if the header has that form.
+pub fn bearer_token(header: Option<&str>) -> Option<&str> {
+    let header = header?.trim();
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Compares a presented token with the expected one in time that depends only on their
+/// lengths, never on where they differ.
+pub fn token_matches(presented: &str, expected: &str) -> bool {
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
+    let mut difference = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= usize::from(x ^ y);
+    }
+    // An empty expected token never matches: a Worker without one refuses to serve.
+    difference == 0 && !expected.is_empty()
+}
