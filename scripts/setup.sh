@@ -3,7 +3,8 @@
 # first and skips what is already there at the right version. See ../shared/TOOLCHAIN.md
 # for why each tool is installed the way it is (no network but the package registries).
 #
-#   scripts/setup.sh            the Rust side: wasm target, wasm-bindgen CLI, wasm-pack
+#   scripts/setup.sh            the Rust side: wasm target, wasm-bindgen CLI, wasm-pack,
+#                               worker-build
 #   scripts/setup.sh --node     also the npm dev dependencies (wrangler, binaryen, ...)
 #   scripts/setup.sh --browser  also Debian's chromium and chromedriver
 set -euo pipefail
@@ -54,6 +55,13 @@ fi
 if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "0.15.1" ]; then
   log "installing wasm-pack 0.15.1 (a few minutes)"
   cargo install wasm-pack --version 0.15.1 --locked --force
+fi
+
+# worker-build builds the Worker; it is told where wasm-bindgen, wasm-opt and esbuild are
+# (scripts/build-worker.sh), since its own downloads cannot work offline.
+if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "0.8.7" ]; then
+  log "installing worker-build 0.8.7 (a few minutes)"
+  cargo install worker-build --version 0.8.7 --locked --force
 fi
 
 if [ "$want_node" = 1 ] && [ -f package.json ]; then

@@ -20,6 +20,7 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo clippy (wasm32: the pure core; the JS bindings with their tests)"
 cargo clippy --lib --locked --target wasm32-unknown-unknown -- -D warnings
 cargo clippy --lib --tests --locked --target wasm32-unknown-unknown --features js -- -D warnings
+cargo clippy --lib --locked --target wasm32-unknown-unknown --features worker -- -D warnings
 
 step "cargo test (native: unit, behaviour, property and doc tests)"
 cargo test --locked
@@ -30,8 +31,12 @@ scripts/build-pkg.sh
 step "wasm tests: the JS surface in Node and headless Chromium"
 scripts/test-wasm.sh
 
-step "node tests: the scripted upstream, the packed npm package in Node, TypeScript and Chromium"
-node --test tests/upstream/ tests/npm/
+step "the Worker and the demo page (build/, build/site)"
+scripts/build-worker.sh
+
+step "node tests: the upstream, the packed npm package (Node, TypeScript, Chromium), the Worker under wrangler dev, the demo page"
+export WRANGLER_SEND_METRICS=false
+node --test --test-concurrency=1 tests/upstream/ tests/npm/ tests/worker/ tests/demo/
 
 echo
 echo "all checks passed"

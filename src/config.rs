@@ -494,12 +494,13 @@ impl LlmConfig {
 pub fn from_json_text<T: de::DeserializeOwned>(json: &str, root: &str) -> Result<T> {
     serde_json::from_slice(json.as_bytes()).map_err(|e| {
         let (path, message) = crate::json_path::locate(json, &e);
-        let field = if path.is_empty() {
-            root.to_string()
-        } else if path.starts_with('[') || root.is_empty() {
-            format!("{root}{path}")
-        } else {
-            format!("{root}.{path}")
+        // The path names the field; `root` is the name of the whole value, said when
+        // the whole value is at fault and put before a path when it is a field itself.
+        let field = match (root, path.as_str()) {
+            (root, "") => root.to_string(),
+            ("" | "config", path) => path.to_string(),
+            (root, path) if path.starts_with('[') => format!("{root}{path}"),
+            (root, path) => format!("{root}.{path}"),
         };
         let message = if e.is_syntax() || e.is_eof() {
             format!("is not valid JSON: {message}")

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::chat::{LlmResponse, Message, Usage};
+use crate::chat::{LlmResponse, Message, Prompt, Usage};
 use crate::config::{from_json_text, GenerationConfig};
 use crate::error::Error;
 
@@ -145,14 +145,15 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
-    /// The providers to try, in order: `None` for the default provider alone.
-    pub fn route(&self) -> Option<Vec<String>> {
+    /// The providers to try, in order, when failing over: the one asked for (else
+    /// `default`), then the fallbacks; `None` when there is no fallback.
+    pub fn route(&self, default: &str) -> Option<Vec<String>> {
         if self.fallback.is_empty() {
             return None;
         }
-        let mut order: Vec<String> = self.provider.iter().cloned().collect();
-        order.extend(self.fallback.iter().cloned());
-        Some(order)
+        let first = self.provider.clone().unwrap_or_else(|| default.to_string());
+        let rest = self.fallback.iter().filter(|f| **f != first).cloned();
+        Some(std::iter::once(first.clone()).chain(rest).collect())
     }
 }
 
@@ -227,6 +228,8 @@ pub fn parse_chat_request(
             ))
         }
     };
+    // OpenAI marks most parameters nullable: null means "not set", so the default applies.
+    object.retain(|key, value| key == "messages" || !value.is_null());
     let messages_value = object
         .remove("messages")
         .ok_or_else(|| ApiError::invalid(Some("messages"), "messages is required"))?;
@@ -238,6 +241,10 @@ pub fn parse_chat_request(
             "messages must hold at least one message",
         ));
     }
+    // Roles and content types, checked the way the client checks them before sending.
+    Prompt::Messages(messages.clone())
+        .to_messages(&GenerationConfig::default())
+        .map_err(|e| config_error(&e))?;
     let mut extensions = Map::new();
     for key in EXTENSION_KEYS {
         if let Some(value) = object.remove(key) {
@@ -257,16 +264,33 @@ pub fn parse_chat_request(
     if let Some(max) = extensions.max_completion_tokens {
         config.max_tokens = max;
     }
+    let sent_stop = extensions.stop.is_some();
     config.stop_sequences = match extensions.stop {
         Some(Stop::One(s)) => Some(vec![s]),
         Some(Stop::Many(list)) => Some(list),
         None => config.stop_sequences,
     };
-    config.validate().map_err(|e| config_error(&e))?;
+    config.validate().map_err(|e| {
+        // Name the parameter as the client sent it.
+        let mut api = config_error(&e);
+        let renamed = match api.param.as_deref() {
+            Some("stop_sequences") if sent_stop => Some("stop"),
+            Some("max_tokens") if extensions.max_completion_tokens.is_some() => {
+                Some("max_completion_tokens")
+            }
+            _ => None,
+        };
+        if let Some(name) = renamed {
+            let old = api.param.replace(name.to_string()).unwrap_or_default();
+            api.message = api.message.replacen(&old, name, 1);
+        }
+        api
+    })?;
     // The request names its messages itself; a system prompt would be the config's.
     config.system_prompt = None;
     let provider = extensions
         .provider
+        .filter(|p| !p.trim().is_empty())
         .or_else(|| header_provider.map(str::to_string))
         .filter(|p| !p.trim().is_empty());
     let fallback = match extensions.fallback {
@@ -277,7 +301,7 @@ pub fn parse_chat_request(
     if let Some(name) = fallback.iter().find(|n| n.trim().is_empty()) {
         return Err(ApiError::invalid(
             Some("fallback"),
-            format!("names an empty provider ({name:?})"),
+            format!("fallback: names an empty provider (\"{name}\")"),
         ));
     }
     Ok(ChatRequest {
@@ -318,7 +342,7 @@ fn config_error(error: &Error) -> ApiError {
 
 /// A complete answer as OpenAI's `chat.completion`, thinking in `reasoning_content`.
 pub fn completion_body(id: &str, created_s: u64, response: &LlmResponse) -> Value {
-    json!({
+    let mut body = json!({
         "id": id,
         "object": "chat.completion",
         "created": created_s,
@@ -334,10 +358,21 @@ pub fn completion_body(id: &str, created_s: u64, response: &LlmResponse) -> Valu
             "logprobs": null,
             "finish_reason": response.finish_reason,
         }],
-        "usage": response.usage,
-        "system_fingerprint": null,
         "provider": response.provider,
-    })
+    });
+    if let Some(usage) = &response.usage {
+        body["usage"] = json!(usage);
+    }
+    // Tool calls the model made travel as the provider sent them.
+    let tool_calls = response
+        .raw_response
+        .as_ref()
+        .and_then(|raw| raw.pointer("/choices/0/message/tool_calls"))
+        .filter(|calls| !calls.is_null());
+    if let Some(calls) = tool_calls {
+        body["choices"][0]["message"]["tool_calls"] = calls.clone();
+    }
+    body
 }
 
 /// One `chat.completion.chunk` as an SSE event (`data: …\n\n`). `delta` is the delta

@@ -128,7 +128,7 @@ impl StreamAssembler {
         {
             return Err(invalid(provider, "the streamed answer exceeds 32 MiB"));
         }
-        self.id = self.id.take().or(chunk.id);
+        self.id = self.id.take().or(chunk.id.filter(|id| !id.is_empty()));
         self.model = chunk.model.or(self.model.take());
         if let Some(reasoning) = chunk.reasoning.filter(|r| !r.is_empty()) {
             let step = self.thinking.push_reasoning(&reasoning);

@@ -72,13 +72,13 @@ fn generation_errors_name_the_field() {
         assert_eq!(field_of(config.validate().unwrap_err()), field, "{json}");
     }
     let cases = [
-        (r#"{"max_tokens": "many"}"#, "config.max_tokens"),
-        (r#"{"max_tokens": -1}"#, "config.max_tokens"),
-        (r#"{"temperature": "hot"}"#, "config.temperature"),
-        (r#"{"stop_sequences": [1]}"#, "config.stop_sequences[0]"),
+        (r#"{"max_tokens": "many"}"#, "max_tokens"),
+        (r#"{"max_tokens": -1}"#, "max_tokens"),
+        (r#"{"temperature": "hot"}"#, "temperature"),
+        (r#"{"stop_sequences": [1]}"#, "stop_sequences[0]"),
         (r#"[1,2]"#, "config"),
         // Cut short: the error says where the text ended.
-        (r#"{"temperature": 1"#, "config.temperature"),
+        (r#"{"temperature": 1"#, "temperature"),
     ];
     for (json, field) in cases {
         assert_eq!(
@@ -135,9 +135,9 @@ fn invalid_configurations_name_the_field_and_the_problem() {
         (r#"{"providers":{}}"#, "providers"),
         (
             r#"{"providers":{"p":{"type":"gemini"}}}"#,
-            "config.providers.p.type",
+            "providers.p.type",
         ),
-        (r#"{"providers":{"p":{}}}"#, "config.providers.p"),
+        (r#"{"providers":{"p":{}}}"#, "providers.p"),
         (
             r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":0}}}}"#,
             "providers.p.rate_limit.requests_per_minute",
@@ -148,15 +148,15 @@ fn invalid_configurations_name_the_field_and_the_problem() {
         ),
         (
             r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minute":-5}}}}"#,
-            "config.providers.p.rate_limit.requests_per_minute",
+            "providers.p.rate_limit.requests_per_minute",
         ),
         (
             r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minut":5}}}}"#,
-            "config.providers.p.rate_limit.requests_per_minut",
+            "providers.p.rate_limit.requests_per_minut",
         ),
         (
             r#"{"providers":{"p":{"type":"openai","api_verison":"x"}}}"#,
-            "config.providers.p.api_verison",
+            "providers.p.api_verison",
         ),
         (
             r#"{"providers":{"p":{"type":"custom"}}}"#,
@@ -180,9 +180,9 @@ fn invalid_configurations_name_the_field_and_the_problem() {
         ),
         (
             r#"{"providers":{"p":{"type":"openai"},"p":{"type":"openai"}}}"#,
-            "config.providers.p",
+            "providers.p",
         ),
-        (r#"{"providers":[]}"#, "config.providers"),
+        (r#"{"providers":[]}"#, "providers"),
     ];
     for (json, field) in cases {
         let error = LlmConfig::from_json(json).unwrap_err();

@@ -248,19 +248,23 @@ impl JsProviderManager {
         #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
         provider: Option<String>,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
-    ) -> Result<Promise, JsValue> {
-        let prompt: Prompt = from_js(prompt, "prompt")?;
-        let config: GenerationConfig = from_js_or_default(config, "config")?;
-        let (data, signal, _) = split_options(options, &[])?;
-        let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
-        let manager = Rc::clone(&self.inner);
-        Ok(promise(async move {
-            abortable(
-                signal,
-                manager.generate(&prompt, &config, provider.as_deref(), &call),
-            )
-            .await
-        }))
+    ) -> Promise {
+        // Bad arguments reject the promise, as every failure of an async call does.
+        let call = || -> Result<Promise, JsValue> {
+            let prompt: Prompt = from_js(prompt, "prompt")?;
+            let config: GenerationConfig = from_js_or_default(config, "config")?;
+            let (data, signal, _) = split_options(options, &[])?;
+            let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+            let manager = Rc::clone(&self.inner);
+            Ok(promise(async move {
+                abortable(
+                    signal,
+                    manager.generate(&prompt, &config, provider.as_deref(), &call),
+                )
+                .await
+            }))
+        };
+        call().unwrap_or_else(|error| Promise::reject(&error))
     }
 
     /// Tries the providers of `order` (every provider, in configuration order, when
@@ -272,19 +276,23 @@ impl JsProviderManager {
         #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
         order: Option<Vec<String>>,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
-    ) -> Result<Promise, JsValue> {
-        let prompt: Prompt = from_js(prompt, "prompt")?;
-        let config: GenerationConfig = from_js_or_default(config, "config")?;
-        let (data, signal, _) = split_options(options, &[])?;
-        let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
-        let manager = Rc::clone(&self.inner);
-        Ok(promise(async move {
-            abortable(
-                signal,
-                manager.generate_with_failover(&prompt, &config, order.as_deref(), &call),
-            )
-            .await
-        }))
+    ) -> Promise {
+        // Bad arguments reject the promise, as every failure of an async call does.
+        let call = || -> Result<Promise, JsValue> {
+            let prompt: Prompt = from_js(prompt, "prompt")?;
+            let config: GenerationConfig = from_js_or_default(config, "config")?;
+            let (data, signal, _) = split_options(options, &[])?;
+            let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+            let manager = Rc::clone(&self.inner);
+            Ok(promise(async move {
+                abortable(
+                    signal,
+                    manager.generate_with_failover(&prompt, &config, order.as_deref(), &call),
+                )
+                .await
+            }))
+        };
+        call().unwrap_or_else(|error| Promise::reject(&error))
     }
 
     /// Generates an answer for every prompt, `concurrency` at a time, sharing the rate
@@ -296,32 +304,36 @@ impl JsProviderManager {
         #[wasm_bindgen(unchecked_param_type = "Prompt[]")] prompts: JsValue,
         #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
         #[wasm_bindgen(unchecked_param_type = "BatchOptions | null")] options: Option<Object>,
-    ) -> Result<Promise, JsValue> {
-        let prompts: Vec<Prompt> = from_js(prompts, "prompts")?;
-        let config: GenerationConfig = from_js_or_default(config, "config")?;
-        let (data, signal, functions) = split_options(options, &["onProgress"])?;
-        let batch: BatchOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
-        let on_progress = functions
-            .into_iter()
-            .next()
-            .and_then(|f| f.dyn_into::<Function>().ok());
-        let manager = Rc::clone(&self.inner);
-        Ok(future_to_promise(async move {
-            let run = manager.generate_batch(&prompts, &config, &batch, |progress| {
-                if let Some(callback) = &on_progress {
-                    let item = batch_item(progress.result);
-                    // A throwing callback must not sink the batch; its error is its own.
-                    let _ = callback.call3(
-                        &JsValue::NULL,
-                        &progress.done.into(),
-                        &progress.total.into(),
-                        &item,
-                    );
-                }
-            });
-            let results = abortable(signal, run).await.map_err(|e| js_error(&e))?;
-            Ok(results.iter().map(batch_item).collect::<Array>().into())
-        }))
+    ) -> Promise {
+        // Bad arguments reject the promise, as every failure of an async call does.
+        let call = || -> Result<Promise, JsValue> {
+            let prompts: Vec<Prompt> = from_js(prompts, "prompts")?;
+            let config: GenerationConfig = from_js_or_default(config, "config")?;
+            let (data, signal, functions) = split_options(options, &["onProgress"])?;
+            let batch: BatchOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+            let on_progress = functions
+                .into_iter()
+                .next()
+                .and_then(|f| f.dyn_into::<Function>().ok());
+            let manager = Rc::clone(&self.inner);
+            Ok(future_to_promise(async move {
+                let run = manager.generate_batch(&prompts, &config, &batch, |progress| {
+                    if let Some(callback) = &on_progress {
+                        let item = batch_item(progress.result);
+                        // A throwing callback must not sink the batch; its error is its own.
+                        let _ = callback.call3(
+                            &JsValue::NULL,
+                            &progress.done.into(),
+                            &progress.total.into(),
+                            &item,
+                        );
+                    }
+                });
+                let results = abortable(signal, run).await.map_err(|e| js_error(&e))?;
+                Ok(results.iter().map(batch_item).collect::<Array>().into())
+            }))
+        };
+        call().unwrap_or_else(|error| Promise::reject(&error))
     }
 
     /// Streams an answer: an async iterable of `{ type: "delta", content, thinking }`

@@ -355,7 +355,7 @@ async fn chat_completions(
     if chat.stream {
         return stream_completion(manager, chat, prompt, id, created, request_json, env, ctx).await;
     }
-    let result = match chat.route() {
+    let result = match chat.route(manager.default_provider()) {
         Some(order) => {
             manager
                 .generate_with_failover(&prompt, &chat.config, Some(&order), &options)
@@ -579,7 +579,7 @@ async fn stream_completion(
     ctx: &Rc<Context>,
 ) -> Result<Response, ApiError> {
     let options = CallOptions::default();
-    let order = chat.route();
+    let order = chat.route(manager.default_provider());
     let opened = match &order {
         Some(order) => {
             manager
@@ -701,11 +701,12 @@ async fn generate(
             )
             .await
     } else {
-        let order: Vec<String> = call
+        let first = call
             .provider
-            .iter()
-            .cloned()
-            .chain(call.fallback.iter().cloned())
+            .clone()
+            .unwrap_or_else(|| manager.default_provider().to_string());
+        let order: Vec<String> = std::iter::once(first.clone())
+            .chain(call.fallback.iter().filter(|f| **f != first).cloned())
             .collect();
         manager
             .generate_with_failover(&call.prompt, &call.config, Some(&order), &options)
