@@ -527,7 +527,7 @@ fn iterator_result(value: Option<JsValue>) -> JsValue {
 pub fn extract_thinking(text: &str, separate_reasoning: Option<String>) -> JsValue {
     let extracted = ThinkingExtractor::default().extract(text, separate_reasoning.as_deref());
     let object = Object::new();
-    KEYS.with(|(content, thinking)| {
+    KEYS.with(|(content, thinking, _)| {
         let _ = Reflect::set(&object, content, &JsValue::from_str(&extracted.content));
         let thinking_value = extracted
             .thinking
@@ -540,7 +540,19 @@ pub fn extract_thinking(text: &str, separate_reasoning: Option<String>) -> JsVal
 }
 
 thread_local! {
-    static KEYS: (JsValue, JsValue) = (JsValue::from_str("content"), JsValue::from_str("thinking"));
+    /// Property names and the empty string, made once: most pushes of a stream have an
+    /// empty content or thinking delta, and each string crossing costs a decode.
+    static KEYS: (JsValue, JsValue, JsValue) =
+        (JsValue::from_str("content"), JsValue::from_str("thinking"), JsValue::from_str(""));
+}
+
+/// `text` as a JavaScript string, the empty one shared.
+fn js_text(text: &str, empty: &JsValue) -> JsValue {
+    if text.is_empty() {
+        empty.clone()
+    } else {
+        JsValue::from_str(text)
+    }
 }
 
 /// The streaming thinking extractor: `push(chunk)` and `finish()` give the content and
@@ -604,9 +616,9 @@ impl JsThinkingStream {
 
 fn delta_object(delta: &ThinkingDelta) -> JsValue {
     let object = Object::new();
-    KEYS.with(|(content, thinking)| {
-        let _ = Reflect::set(&object, content, &JsValue::from_str(&delta.content));
-        let _ = Reflect::set(&object, thinking, &JsValue::from_str(&delta.thinking));
+    KEYS.with(|(content, thinking, empty)| {
+        let _ = Reflect::set(&object, content, &js_text(&delta.content, empty));
+        let _ = Reflect::set(&object, thinking, &js_text(&delta.thinking, empty));
     });
     object.into()
 }
