@@ -112,8 +112,8 @@ impl<R: Runtime> Client<R> {
             .provider
             .build_request(&messages, config, stream)?;
         let chars = messages.iter().map(|m| m.text_len()).sum();
-        let tokens =
-            estimate_prompt_tokens(chars, messages.len()).saturating_add(config.max_tokens);
+        let tokens = estimate_prompt_tokens(chars, messages.len())
+            .saturating_add(config.completion_budget());
         let timeout_ms = match options.timeout_ms {
             Some(ms) if ms.is_finite() && ms > 0.0 => ms,
             Some(ms) => {

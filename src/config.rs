@@ -28,9 +28,11 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// Parameters of one chat completion (the design's `GenerationConfig`).
 ///
 /// Defaults are the design's: temperature 0.7, 1000 max tokens, top_p 0.9, no penalties.
-/// `model` defaults to the provider's model (itself `gpt-3.5-turbo` by default). Any
-/// other OpenAI chat-completion parameter (`seed`, `user`, `reasoning_effort`, …) may be
-/// given too and is passed through to the request body unchanged.
+/// A sampling parameter set to `null` (`None`) is not sent at all, so the provider's own
+/// default applies (reasoning models accept no temperature, for one). `model` defaults to
+/// the provider's model (itself `gpt-3.5-turbo` by default). Any other OpenAI
+/// chat-completion parameter (`seed`, `user`, `reasoning_effort`,
+/// `max_completion_tokens`, …) may be given too and is passed through unchanged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GenerationConfig {
@@ -38,15 +40,15 @@ pub struct GenerationConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Sampling temperature, 0 to 2.
-    pub temperature: f64,
+    pub temperature: Option<f64>,
     /// The most tokens to generate, at least 1.
-    pub max_tokens: u32,
+    pub max_tokens: Option<u32>,
     /// Nucleus sampling, 0 to 1.
-    pub top_p: f64,
+    pub top_p: Option<f64>,
     /// -2 to 2.
-    pub frequency_penalty: f64,
+    pub frequency_penalty: Option<f64>,
     /// -2 to 2.
-    pub presence_penalty: f64,
+    pub presence_penalty: Option<f64>,
     /// A system message put before a text prompt (and before a `messages` array that has
     /// no system or developer message of its own).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,11 +69,11 @@ impl Default for GenerationConfig {
     fn default() -> Self {
         GenerationConfig {
             model: None,
-            temperature: 0.7,
-            max_tokens: 1000,
-            top_p: 0.9,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
+            temperature: Some(0.7),
+            max_tokens: Some(1000),
+            top_p: Some(0.9),
+            frequency_penalty: Some(0.0),
+            presence_penalty: Some(0.0),
             system_prompt: None,
             stop_sequences: None,
             response_format: None,
@@ -79,6 +81,10 @@ impl Default for GenerationConfig {
         }
     }
 }
+
+/// The completion tokens a request is assumed to use, for the rate limiter, when it sets
+/// no limit (reconciled with the real usage afterwards).
+pub const UNSET_COMPLETION_ESTIMATE: u32 = 1000;
 
 /// Body keys the client sets itself; passing them as extra parameters is a mistake.
 const RESERVED_BODY_KEYS: [&str; 3] = ["messages", "stream", "stream_options"];
@@ -95,8 +101,19 @@ impl GenerationConfig {
         check_range("top_p", self.top_p, 0.0, 1.0)?;
         check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
         check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
-        if self.max_tokens == 0 {
+        if self.max_tokens == Some(0) {
             return Err(Error::config("max_tokens", "must be at least 1"));
+        }
+        if let Some(value) = self.extra.get("max_completion_tokens") {
+            if !value
+                .as_u64()
+                .is_some_and(|v| (1..=u64::from(u32::MAX)).contains(&v))
+            {
+                return Err(Error::config(
+                    "max_completion_tokens",
+                    "must be a whole number of at least 1",
+                ));
+            }
         }
         if let Some(model) = &self.model {
             if model.trim().is_empty() {
@@ -131,6 +148,18 @@ impl GenerationConfig {
         Ok(())
     }
 
+    /// The most completion tokens the request may use, as the rate limiter reserves them:
+    /// `max_completion_tokens` when given, else `max_tokens`, else
+    /// [`UNSET_COMPLETION_ESTIMATE`].
+    pub fn completion_budget(&self) -> u32 {
+        self.extra
+            .get("max_completion_tokens")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+            .or(self.max_tokens)
+            .unwrap_or(UNSET_COMPLETION_ESTIMATE)
+    }
+
     /// Whether the request asks for a JSON answer (`response_format` of type
     /// `json_object` or `json_schema`).
     pub fn wants_json(&self) -> bool {
@@ -143,7 +172,8 @@ impl GenerationConfig {
     }
 }
 
-fn check_range(field: &str, value: f64, min: f64, max: f64) -> Result<()> {
+fn check_range(field: &str, value: Option<f64>, min: f64, max: f64) -> Result<()> {
+    let Some(value) = value else { return Ok(()) };
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(())
     } else {

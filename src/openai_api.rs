@@ -31,6 +31,8 @@ pub struct ApiError {
     pub param: Option<String>,
     /// A machine-readable code.
     pub code: Option<String>,
+    /// How long the client should wait before trying again (the upstream's wait, for a 429).
+    pub retry_after_ms: Option<f64>,
 }
 
 impl ApiError {
@@ -42,6 +44,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: None,
+            retry_after_ms: None,
         }
     }
 
@@ -53,6 +56,7 @@ impl ApiError {
             kind,
             param: None,
             code: Some(code.to_string()),
+            retry_after_ms: None,
         }
     }
 
@@ -68,6 +72,14 @@ impl ApiError {
     /// the upstream's own 4xx (a bad parameter, an unknown model) otherwise. The provider
     /// is named in the message.
     pub fn from_error(error: &Error) -> Self {
+        let mut api = Self::status_of(error);
+        if api.status == 429 {
+            api.retry_after_ms = error.retry_after_ms();
+        }
+        api
+    }
+
+    fn status_of(error: &Error) -> Self {
         match error {
             Error::Config { field, message } if field.starts_with("providers.") => ApiError::new(
                 503,
@@ -171,8 +183,6 @@ struct Extensions {
     #[serde(default)]
     n: Option<u32>,
     #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
     stop: Option<Stop>,
 }
 
@@ -197,13 +207,12 @@ struct StreamOptions {
 }
 
 /// Keys read here rather than by [`GenerationConfig`].
-const EXTENSION_KEYS: [&str; 7] = [
+const EXTENSION_KEYS: [&str; 6] = [
     "provider",
     "fallback",
     "stream",
     "stream_options",
     "n",
-    "max_completion_tokens",
     "stop",
 ];
 
@@ -253,6 +262,7 @@ pub fn parse_chat_request(
     }
     let extensions: Extensions =
         from_json_text(&Value::Object(extensions).to_string(), "").map_err(|e| config_error(&e))?;
+    let sent: std::collections::HashSet<String> = object.keys().cloned().collect();
     let mut config: GenerationConfig =
         from_json_text(&Value::Object(object).to_string(), "").map_err(|e| config_error(&e))?;
     if let Some(n) = extensions.n.filter(|n| *n != 1) {
@@ -261,8 +271,22 @@ pub fn parse_chat_request(
             format!("only n = 1 is supported, got {n}"),
         ));
     }
-    if let Some(max) = extensions.max_completion_tokens {
-        config.max_tokens = max;
+    // What the client did not set stays unset: the provider's defaults apply, as they
+    // would calling OpenAI directly (not the library's design defaults).
+    if !sent.contains("temperature") {
+        config.temperature = None;
+    }
+    if !sent.contains("max_tokens") {
+        config.max_tokens = None;
+    }
+    if !sent.contains("top_p") {
+        config.top_p = None;
+    }
+    if !sent.contains("frequency_penalty") {
+        config.frequency_penalty = None;
+    }
+    if !sent.contains("presence_penalty") {
+        config.presence_penalty = None;
     }
     let sent_stop = extensions.stop.is_some();
     config.stop_sequences = match extensions.stop {
@@ -275,9 +299,6 @@ pub fn parse_chat_request(
         let mut api = config_error(&e);
         let renamed = match api.param.as_deref() {
             Some("stop_sequences") if sent_stop => Some("stop"),
-            Some("max_tokens") if extensions.max_completion_tokens.is_some() => {
-                Some("max_completion_tokens")
-            }
             _ => None,
         };
         if let Some(name) = renamed {

@@ -31,7 +31,7 @@ fn one_openai(sim: &Sim, rpm: u32, tpm: u32) -> ProviderManager<Sim> {
 
 fn small() -> GenerationConfig {
     GenerationConfig {
-        max_tokens: 10,
+        max_tokens: Some(10),
         ..GenerationConfig::default()
     }
 }
@@ -531,7 +531,7 @@ fn a_batch_with_an_invalid_config_or_provider_fails_as_a_whole() {
     let sim = Sim::always(Reply::completion("ok"));
     let manager = one_openai(&sim, 1000, 1_000_000);
     let bad = GenerationConfig {
-        temperature: 3.0,
+        temperature: Some(3.0),
         ..GenerationConfig::default()
     };
     let error = sim
@@ -559,7 +559,7 @@ fn token_budget_paces_a_batch() {
     let sim = Sim::always(Reply::completion("ok"));
     let manager = one_openai(&sim, 10_000, 1_000);
     let config = GenerationConfig {
-        max_tokens: 100,
+        max_tokens: Some(100),
         ..GenerationConfig::default()
     };
     let prompts: Vec<Prompt> = (0..30)

@@ -25,11 +25,11 @@ fn generation_defaults_are_the_designs() {
         config.model, None,
         "the provider's model, itself gpt-3.5-turbo by default"
     );
-    assert_eq!(config.temperature, 0.7);
-    assert_eq!(config.max_tokens, 1000);
-    assert_eq!(config.top_p, 0.9);
-    assert_eq!(config.frequency_penalty, 0.0);
-    assert_eq!(config.presence_penalty, 0.0);
+    assert_eq!(config.temperature, Some(0.7));
+    assert_eq!(config.max_tokens, Some(1000));
+    assert_eq!(config.top_p, Some(0.9));
+    assert_eq!(config.frequency_penalty, Some(0.0));
+    assert_eq!(config.presence_penalty, Some(0.0));
     assert_eq!(config.system_prompt, None);
     assert_eq!(config.stop_sequences, None);
     assert_eq!(

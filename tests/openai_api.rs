@@ -180,12 +180,13 @@ fn a_full_request_keeps_every_parameter() {
 
     let config = &chat.config;
     assert_eq!(config.model.as_deref(), Some("gpt-4o"));
-    assert_eq!(config.temperature, 0.2);
-    assert_eq!(config.top_p, 0.5);
-    assert_eq!(config.frequency_penalty, 0.5);
-    assert_eq!(config.presence_penalty, -0.5);
+    assert_eq!(config.temperature, Some(0.2));
+    assert_eq!(config.top_p, Some(0.5));
+    assert_eq!(config.frequency_penalty, Some(0.5));
+    assert_eq!(config.presence_penalty, Some(-0.5));
     assert_eq!(
-        config.max_tokens, 200,
+        config.completion_budget(),
+        200,
         "max_completion_tokens wins over max_tokens"
     );
     assert_eq!(
@@ -210,8 +211,8 @@ fn a_full_request_keeps_every_parameter() {
     extra_keys.sort_unstable();
     assert_eq!(
         extra_keys,
-        ["seed", "tool_choice", "tools", "user"],
-        "only unknown parameters pass through; the extensions and the parameters read here do not"
+        ["max_completion_tokens", "seed", "tool_choice", "tools", "user"],
+        "unknown parameters (and max_completion_tokens, which reasoning models need as it is) pass through; the extensions do not"
     );
 
     assert!(chat.stream);
@@ -250,11 +251,16 @@ fn the_config_sent_upstream_holds_no_extension() {
 }
 
 #[test]
-fn a_minimal_request_gets_the_defaults() {
+fn a_minimal_request_leaves_the_providers_defaults() {
     let chat = parse(&json!({ "messages": [{ "role": "user", "content": "Hi" }] })).unwrap();
     assert_eq!(chat.messages, [Message::new("user", "Hi")]);
     assert_eq!(chat.config.model, None, "the provider's model");
-    assert_eq!(chat.config.max_tokens, 1000);
+    // Unset stays unset, as calling OpenAI directly: nothing of the library's defaults.
+    assert_eq!(chat.config.max_tokens, None);
+    assert_eq!(chat.config.temperature, None);
+    assert_eq!(chat.config.top_p, None);
+    assert_eq!(chat.config.frequency_penalty, None);
+    assert_eq!(chat.config.presence_penalty, None);
     assert!(!chat.stream);
     assert!(!chat.include_usage);
     assert_eq!(chat.provider, None);
@@ -264,7 +270,12 @@ fn a_minimal_request_gets_the_defaults() {
 
 #[test]
 fn max_tokens_and_max_completion_tokens() {
-    let tokens = |extra: Value| parse(&request_with(extra)).unwrap().config.max_tokens;
+    let tokens = |extra: Value| {
+        parse(&request_with(extra))
+            .unwrap()
+            .config
+            .completion_budget()
+    };
     assert_eq!(tokens(json!({ "max_tokens": 64 })), 64);
     assert_eq!(tokens(json!({ "max_completion_tokens": 32 })), 32);
     assert_eq!(
@@ -756,7 +767,7 @@ proptest! {
         assert_refused_well(&result);
         if let Ok(chat) = result {
             prop_assert!(!chat.messages.is_empty());
-            prop_assert!(chat.config.max_tokens >= 1);
+            prop_assert!(chat.config.completion_budget() >= 1);
             prop_assert!(chat.config.validate().is_ok());
         }
     }

@@ -378,3 +378,34 @@ fn a_full_config_round_trips_without_its_keys() {
     assert_eq!(json["providers"]["a"]["api_key"], "[redacted]");
     assert_eq!(json["providers"]["a"]["type"], "azure_openai");
 }
+
+#[test]
+fn unset_parameters_are_not_sent_and_max_completion_tokens_replaces_max_tokens() {
+    let config: GenerationConfig = serde_json::from_value(json!({
+        "temperature": null, "top_p": null, "max_completion_tokens": 5000, "reasoning_effort": "high"
+    }))
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.completion_budget(), 5000);
+    let request = openai()
+        .build_request(&[Message::new("user", "x")], &config, false)
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+    assert!(body.get("temperature").is_none(), "{body}");
+    assert!(body.get("top_p").is_none(), "{body}");
+    assert!(
+        body.get("max_tokens").is_none(),
+        "reasoning models refuse it: {body}"
+    );
+    assert_eq!(body["max_completion_tokens"], 5000);
+    assert_eq!(body["reasoning_effort"], "high");
+    assert_eq!(
+        body["frequency_penalty"], 0.0,
+        "a design default still set is sent"
+    );
+    let bad: GenerationConfig =
+        serde_json::from_value(json!({ "max_completion_tokens": 0 })).unwrap();
+    assert!(
+        matches!(bad.validate(), Err(Error::Config { field, .. }) if field == "max_completion_tokens")
+    );
+}

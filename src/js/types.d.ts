@@ -18,20 +18,22 @@ export interface ContentPart {
   [field: string]: unknown;
 }
 
-/** Parameters of one chat completion. Unknown OpenAI parameters pass through. */
+/** Parameters of one chat completion. Unknown OpenAI parameters pass through
+ * (`max_completion_tokens`, `reasoning_effort`, `seed`, …). A sampling parameter set to
+ * `null` is not sent at all, so the provider's own default applies. */
 export interface GenerationConfig {
   /** Defaults to the provider's model (Azure: its deployment decides). */
   model?: string;
   /** 0 to 2, default 0.7. */
-  temperature?: number;
+  temperature?: number | null;
   /** At least 1, default 1000. */
-  max_tokens?: number;
+  max_tokens?: number | null;
   /** 0 to 1, default 0.9. */
-  top_p?: number;
+  top_p?: number | null;
   /** -2 to 2, default 0. */
-  frequency_penalty?: number;
+  frequency_penalty?: number | null;
   /** -2 to 2, default 0. */
-  presence_penalty?: number;
+  presence_penalty?: number | null;
   /** A system message before a text prompt. */
   system_prompt?: string | null;
   /** Up to 4 stop sequences (also accepted as `stop`). */

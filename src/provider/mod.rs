@@ -127,11 +127,28 @@ impl Provider {
             serde_json::to_value(messages)
                 .map_err(|e| Error::config("messages", format!("cannot be serialized: {e}")))?,
         );
-        body.insert("temperature".into(), config.temperature.into());
-        body.insert("max_tokens".into(), config.max_tokens.into());
-        body.insert("top_p".into(), config.top_p.into());
-        body.insert("frequency_penalty".into(), config.frequency_penalty.into());
-        body.insert("presence_penalty".into(), config.presence_penalty.into());
+        // Unset parameters are not sent: the provider's defaults apply. max_tokens gives
+        // way to max_completion_tokens, which reasoning models require instead.
+        let max_tokens = config
+            .max_tokens
+            .filter(|_| !config.extra.contains_key("max_completion_tokens"));
+        let numbers = [
+            ("temperature", config.temperature),
+            ("max_tokens", max_tokens.map(f64::from)),
+            ("top_p", config.top_p),
+            ("frequency_penalty", config.frequency_penalty),
+            ("presence_penalty", config.presence_penalty),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                let number = if key == "max_tokens" {
+                    Value::from(value as u64)
+                } else {
+                    Value::from(value)
+                };
+                body.insert(key.into(), number);
+            }
+        }
         if let Some(stop) = config.stop_sequences.as_ref().filter(|s| !s.is_empty()) {
             body.insert("stop".into(), stop.clone().into());
         }

@@ -20,6 +20,7 @@ use std::rc::Rc;
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
 use worker::{console_warn, event, Context, D1Database, Env, Headers, Method, Request, Response};
 
 use crate::chat::{LlmResponse, Prompt};
@@ -65,7 +66,10 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
 fn with_cors(mut response: Response) -> Response {
     let headers = response.headers_mut();
     let _ = headers.set("access-control-allow-origin", "*");
-    let _ = headers.set("access-control-expose-headers", "x-distiller-id");
+    let _ = headers.set(
+        "access-control-expose-headers",
+        "x-distiller-id, retry-after, retry-after-ms",
+    );
     response
 }
 
@@ -85,7 +89,13 @@ fn json_response(body: &Value, status: u16, id: Option<&str>) -> Response {
 }
 
 fn error_response(error: &ApiError, id: Option<&str>) -> Response {
-    json_response(&error.body(), error.status, id)
+    let mut response = json_response(&error.body(), error.status, id);
+    if let Some(ms) = error.retry_after_ms {
+        let headers = response.headers_mut();
+        let _ = headers.set("retry-after-ms", &format!("{}", ms.ceil() as u64));
+        let _ = headers.set("retry-after", &format!("{}", (ms / 1000.0).ceil() as u64));
+    }
+    response
 }
 
 /// A 405 with the `Allow` header.
@@ -105,7 +115,7 @@ async fn route(mut request: Request, env: &Env, ctx: &Rc<Context>) -> Result<Res
     let path = request.path();
     let method = request.method();
     if method == Method::Options {
-        return Ok(preflight());
+        return Ok(preflight(&request));
     }
     if path == "/health" {
         return match method {
@@ -141,16 +151,23 @@ async fn route(mut request: Request, env: &Env, ctx: &Rc<Context>) -> Result<Res
     }
 }
 
-fn preflight() -> Response {
+/// Answers a CORS preflight, allowing the headers asked for: clients such as the official
+/// `openai` SDK send their own (`x-stainless-*`), and a bearer token, not a cookie, is
+/// what authenticates.
+fn preflight(request: &Request) -> Response {
     let mut response = Response::empty()
         .map(|r| r.with_status(204))
         .unwrap_or_else(|_| Response::error("", 500).expect("a response"));
     let headers = response.headers_mut();
     let _ = headers.set("access-control-allow-methods", "GET, POST, OPTIONS");
-    let _ = headers.set(
-        "access-control-allow-headers",
-        "authorization, content-type, x-llm-provider",
-    );
+    let asked = request
+        .headers()
+        .get("access-control-request-headers")
+        .ok()
+        .flatten();
+    let allowed =
+        asked.unwrap_or_else(|| "authorization, content-type, x-llm-provider".to_string());
+    let _ = headers.set("access-control-allow-headers", &allowed);
     let _ = headers.set("access-control-max-age", "86400");
     response
 }
@@ -413,11 +430,19 @@ fn fail(
     ctx: &Context,
 ) -> ApiError {
     let api = ApiError::from_error(error);
-    if api.status == 400 {
+    // A mistake of the call, or a provider that could not be set up: nothing was sent,
+    // so there is no answer to keep.
+    if matches!(error, Error::Config { .. }) {
         return api;
     }
     let provider = provider.unwrap_or(manager.default_provider());
-    let model = config.model.clone().unwrap_or_default();
+    let model = config.model.clone().unwrap_or_else(|| {
+        let name = error.provider().unwrap_or(provider);
+        manager
+            .client(Some(name))
+            .map(|c| c.provider().model().to_string())
+            .unwrap_or_default()
+    });
     store_later(
         ctx,
         env,
@@ -440,8 +465,12 @@ struct Streaming {
     provider: String,
     content: String,
     thinking: String,
-    ctx: Rc<Context>,
-    env: Env,
+    /// Where the record goes when the stream ends, one way or the other: a
+    /// `ctx.wait_until` registered before the response, waiting for `resolve`, stores it.
+    /// (Registered later, from the stream's own end, it would not run when the client
+    /// disconnects: workerd cancels the body first.)
+    slot: Rc<RefCell<Option<Record>>>,
+    resolve: js_sys::Function,
     stored: bool,
     finished: bool,
 }
@@ -490,7 +519,8 @@ impl Streaming {
         if reason.is_some() {
             record.invalid_reason = reason;
         }
-        store_later(&self.ctx, &self.env, record);
+        *self.slot.borrow_mut() = Some(record);
+        let _ = self.resolve.call0(&JsValue::NULL);
     }
 
     /// The next SSE events, or `None` at the end.
@@ -618,6 +648,25 @@ async fn stream_completion(
             .map(|c| c.provider().model().to_string())
             .unwrap_or_default()
     });
+    let slot: Rc<RefCell<Option<Record>>> = Rc::default();
+    let mut resolve = None;
+    let ended = js_sys::Promise::new(&mut |resolve_fn, _reject| resolve = Some(resolve_fn));
+    let resolve = resolve.ok_or_else(|| {
+        ApiError::new(500, "server_error", "internal_error", "no promise resolver")
+    })?;
+    match database(env) {
+        Ok(db) => {
+            let slot = Rc::clone(&slot);
+            ctx.wait_until(async move {
+                let _ = wasm_bindgen_futures::JsFuture::from(ended).await;
+                let record = slot.borrow_mut().take();
+                if let Some(record) = record {
+                    store::insert(&db, &record).await;
+                }
+            });
+        }
+        Err(e) => console_warn!("response {id} will not be stored: {}", e.message),
+    }
     let state = Streaming {
         upstream: Some(upstream),
         id: id.clone(),
@@ -629,8 +678,8 @@ async fn stream_completion(
         provider,
         content: String::new(),
         thinking: String::new(),
-        ctx: Rc::clone(ctx),
-        env: env.clone(),
+        slot: Rc::clone(&slot),
+        resolve,
         stored: false,
         finished: false,
     };

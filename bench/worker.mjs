@@ -1,0 +1,141 @@
+// The latency the Worker adds: the same chat completions sent to the scripted upstream
+// directly and through the Worker under `wrangler dev` (which stores each answer in its
+// local D1), at 1 and 16 concurrent clients. Prints p50/p99 and requests per second.
+//
+//   node bench/worker.mjs [--requests N]     (needs scripts/setup.sh --node; builds the Worker)
+//
+// The two paths run side by side in one process, interleaved per round, so the machine's
+// noise hits both alike.
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir, cpus } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startUpstream } from '../tests/upstream/server.mjs';
+
+const args = process.argv.slice(2);
+const requests = Number(args[args.indexOf('--requests') + 1]) || 200;
+const wrangler = join(process.cwd(), 'node_modules/.bin/wrangler');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+function run(command, argv, options) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, argv, { stdio: 'ignore', ...options });
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}`))));
+  });
+}
+
+async function waitFor(url, ms) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`${url} did not come up within ${ms} ms`);
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function measure(send, concurrency, total) {
+  const times = [];
+  let next = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < total) {
+        const i = next++;
+        const t0 = performance.now();
+        const response = await send(i);
+        await response.arrayBuffer();
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        times.push(performance.now() - t0);
+      }
+    }),
+  );
+  const wall = performance.now() - started;
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p99: percentile(times, 99), rps: (total / wall) * 1000 };
+}
+
+const upstream = await startUpstream({ port: 0 });
+const state = await mkdtemp(join(tmpdir(), 'bench-worker-'));
+const token = randomBytes(18).toString('base64url');
+const port = await freePort();
+const env = { ...process.env, WRANGLER_SEND_METRICS: 'false' };
+let dev;
+try {
+  await run(wrangler, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', state], { env });
+  await writeFile(join(state, 'dev.env'), `DISTILLER_TOKEN=${token}\n`, { mode: 0o600 });
+  const config = {
+    providers: {
+      direct: {
+        type: 'custom',
+        base_url: `${upstream.url}/s/plain/bench/v1`,
+        model: 'bench-model',
+        rate_limit: { requests_per_minute: 1000000, tokens_per_minute: 1000000000 },
+      },
+    },
+  };
+  dev = spawn(
+    wrangler,
+    ['dev', '--local', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
+      '--env-file', join(state, 'dev.env'), '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
+      '--show-interactive-dev-session=false'],
+    { env, stdio: 'ignore', detached: true },
+  );
+  const worker = `http://127.0.0.1:${port}`;
+  await waitFor(`${worker}/health`, 300_000);
+
+  const body = (i) => JSON.stringify({ model: 'bench-model', max_tokens: 20, messages: [{ role: 'user', content: `question ${i}` }] });
+  const direct = (i) => fetch(`${upstream.url}/s/plain/bench/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: body(i),
+  });
+  const through = (i) => fetch(`${worker}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: body(i),
+  });
+  // Warm both paths (the isolate, the JIT, D1's first write).
+  await measure(direct, 4, 40);
+  await measure(through, 4, 40);
+
+  const rows = [];
+  for (const concurrency of [1, 16]) {
+    const rounds = { direct: [], worker: [] };
+    for (let round = 0; round < 5; round += 1) {
+      rounds.direct.push(await measure(direct, concurrency, requests / 5));
+      rounds.worker.push(await measure(through, concurrency, requests / 5));
+    }
+    const median = (list, key) => list.map((r) => r[key]).sort((a, b) => a - b)[Math.floor(list.length / 2)];
+    const d = { p50: median(rounds.direct, 'p50'), p99: median(rounds.direct, 'p99'), rps: median(rounds.direct, 'rps') };
+    const w = { p50: median(rounds.worker, 'p50'), p99: median(rounds.worker, 'p99'), rps: median(rounds.worker, 'rps') };
+    rows.push({ concurrency, d, w });
+  }
+  console.log(`# The Worker's overhead under wrangler dev (${new Date().toISOString().slice(0, 10)}, ${cpus()[0].model}, ${cpus().length} cores, Node ${process.version})`);
+  console.log(`${requests} requests per setting, medians of 5 interleaved rounds; the Worker stores every answer in its local D1.\n`);
+  console.log('| clients | direct p50 ms | direct p99 ms | direct req/s | Worker p50 ms | Worker p99 ms | Worker req/s | p50 added ms |');
+  console.log('|---|---|---|---|---|---|---|---|');
+  for (const { concurrency, d, w } of rows) {
+    console.log(`| ${concurrency} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.rps.toFixed(0)} | ${w.p50.toFixed(2)} | ${w.p99.toFixed(2)} | ${w.rps.toFixed(0)} | ${(w.p50 - d.p50).toFixed(2)} |`);
+  }
+} finally {
+  if (dev) {
+    try {
+      process.kill(-dev.pid, 'SIGTERM');
+    } catch {}
+  }
+  await upstream.close();
+  await rm(state, { recursive: true, force: true });
+}
