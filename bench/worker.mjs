@@ -75,6 +75,8 @@ const upstream = await startUpstream({ port: 0 });
 const state = await mkdtemp(join(tmpdir(), 'bench-worker-'));
 const token = randomBytes(18).toString('base64url');
 const port = await freePort();
+// Its own inspector port: two wrangler dev on one machine would clash on 9229.
+const inspectorPort = await freePort();
 const env = { ...process.env, WRANGLER_SEND_METRICS: 'false' };
 let dev;
 try {
@@ -94,7 +96,7 @@ try {
     wrangler,
     ['dev', '--local', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
       '--env-file', join(state, 'dev.env'), '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
-      '--show-interactive-dev-session=false'],
+      '--inspector-port', String(inspectorPort), '--show-interactive-dev-session=false'],
     { env, stdio: 'ignore', detached: true },
   );
   const worker = `http://127.0.0.1:${port}`;
