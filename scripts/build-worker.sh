@@ -13,7 +13,10 @@ worker-build --release --features worker
 
 # The demo page, served by the Worker's static assets: www/ and the npm package beside it.
 [ -f pkg/llm_distiller_bg.wasm ] || scripts/build-pkg.sh
-rm -rf build/site
+# Emptied in place, not removed: a running wrangler dev serves this folder and answers 500
+# for good once it is deleted under it.
+mkdir -p build/site
+find build/site -mindepth 1 -delete
 mkdir -p build/site/pkg
 cp -R www/. build/site/
 cp -R pkg/index.js pkg/llm_distiller.js pkg/llm_distiller_bg.wasm pkg/snippets build/site/pkg/

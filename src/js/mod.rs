@@ -296,8 +296,8 @@ impl JsProviderManager {
     }
 
     /// Generates an answer for every prompt, `concurrency` at a time, sharing the rate
-    /// limiters; one result per prompt, in order. `onProgress(done, total, item)` hears of
-    /// each as it finishes.
+    /// limiters; one result per prompt, in order. `onProgress(done, total, item, index)`
+    /// hears of each as it finishes (`index`: its place in `prompts`).
     #[wasm_bindgen(skip_typescript, js_name = generateBatch, unchecked_return_type = "Promise<BatchItem[]>")]
     pub fn generate_batch(
         &self,
@@ -321,12 +321,13 @@ impl JsProviderManager {
                     if let Some(callback) = &on_progress {
                         let item = batch_item(progress.result);
                         // A throwing callback must not sink the batch; its error is its own.
-                        let _ = callback.call3(
-                            &JsValue::NULL,
+                        let args = js_sys::Array::of4(
                             &progress.done.into(),
                             &progress.total.into(),
                             &item,
+                            &progress.index.into(),
                         );
+                        let _ = callback.apply(&JsValue::NULL, &args);
                     }
                 });
                 let results = abortable(signal, run).await.map_err(|e| js_error(&e))?;

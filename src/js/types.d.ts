@@ -117,8 +117,8 @@ export interface BatchOptions {
   failover?: string[] | null;
   timeout_ms?: number | null;
   signal?: AbortSignal;
-  /** Called as each item finishes. */
-  onProgress?: (done: number, total: number, item: BatchItem) => void;
+  /** Called as each item finishes; `index` is its place in `prompts`. */
+  onProgress?: (done: number, total: number, item: BatchItem, index: number) => void;
 }
 
 /** One batch result. */

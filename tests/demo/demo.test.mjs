@@ -1,0 +1,472 @@
+// The demo page (www/) in a real browser, served by the real Worker: the whole stack as
+// scripts/dev.sh starts it (the demo upstream, the local D1 with its migrations, `wrangler
+// dev`), but on free ports, with a fresh database in a temp directory and a random access
+// token. Headless Chromium (playwright-core) then uses the page as a person would: enters
+// the token, types into the thinking playground, streams a prompt, runs a batch of 20
+// through the npm package, browses the stored responses and watches the providers.
+// A screenshot of each view goes to test-output/demo/ (their paths are printed),
+// with the log of wrangler dev and what the page logged.
+//
+//   node --test tests/demo/       (needs pkg/ and Chromium at /usr/bin/chromium; about
+//                                  30 s warm, minutes when wrangler dev builds cold)
+
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { chromium } from 'playwright-core';
+
+import { startUpstream } from '../upstream/server.mjs';
+
+const execFileP = promisify(execFile);
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
+const SCREENSHOTS = path.join(ROOT, 'test-output/demo');
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--no-first-run',
+  '--disable-sync',
+];
+/** wrangler dev builds the Worker first (scripts/build-worker.sh): about 2 min cold. */
+const STARTUP_TIMEOUT_MS = 240_000;
+const STEP_TIMEOUT_MS = 60_000;
+const TOKEN = randomBytes(24).toString('base64url');
+const BATCH_SIZE = 20;
+
+let tmp;
+let upstream;
+let worker;
+let browser;
+let page;
+/** What the page said on its console and its uncaught errors. */
+const pageMessages = [];
+
+// ---------------------------------------------------------------------------------------
+// The stack
+
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** No metrics, and no provider key or token from the caller's shell. */
+function wranglerEnv() {
+  const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: path.join(tmp, 'wrangler-logs') };
+  for (const name of Object.keys(env)) {
+    if (/API_KEY$|^DISTILLER_TOKEN$|^CLOUDFLARE_|^NODE_TEST_CONTEXT$/.test(name)) delete env[name];
+  }
+  return env;
+}
+
+const logTail = (file, lines = 40) => {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+};
+
+/** `wrangler dev` in its own process group (workerd and the build included). */
+async function startWorker({ persistDir, envFile, config }) {
+  const port = await freePort();
+  // Kept in test-output/demo/ (it shows no secret: wrangler prints bound values as hidden).
+  const logPath = path.join(SCREENSHOTS, 'wrangler-dev.log');
+  const log = fs.openSync(logPath, 'w');
+  const child = spawn(WRANGLER, [
+    'dev', '--local', '--ip', '127.0.0.1', '--port', String(port),
+    '--persist-to', persistDir,
+    '--env-file', envFile,
+    '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
+    '--show-interactive-dev-session=false',
+  ], { cwd: ROOT, env: wranglerEnv(), detached: true, stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  let exited = null;
+  const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve((exited = { code, signal }))));
+  const killGroup = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // Already gone.
+    }
+  };
+  // Should this process die first, the group must not outlive it.
+  const onExit = () => killGroup('SIGKILL');
+  process.once('exit', onExit);
+  const stop = async () => {
+    process.removeListener('exit', onExit);
+    if (exited) return;
+    killGroup('SIGTERM');
+    const done = await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)]);
+    if (!done) killGroup('SIGKILL');
+    await Promise.race([exit, sleep(5_000)]);
+  };
+
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  for (;;) {
+    if (exited) {
+      throw new Error(`wrangler dev exited (${JSON.stringify(exited)}) before it served /health:\n${logTail(logPath)}`);
+    }
+    try {
+      const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) break;
+    } catch {
+      // Not listening yet.
+    }
+    if (Date.now() > deadline) {
+      await stop();
+      throw new Error(`wrangler dev did not serve /health within ${STARTUP_TIMEOUT_MS / 1000} s:\n${logTail(logPath)}`);
+    }
+    await sleep(500);
+  }
+  return { url, logPath, stop };
+}
+
+const MIME_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.wasm': 'application/wasm',
+};
+
+/** A plain static server of the page on another origin, as a user might serve build/site.
+ * It serves a copy taken when the Worker came up: another `wrangler dev` in this checkout
+ * may be rebuilding build/site meanwhile. */
+async function startStaticSite() {
+  const root = path.join(tmp, 'site');
+  const server = http.createServer((request, response) => {
+    let file = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
+    if (file.endsWith('/')) file += 'index.html';
+    const full = path.normalize(path.join(root, file));
+    if (!full.startsWith(root + path.sep) || !fs.existsSync(full) || !fs.statSync(full).isFile()) {
+      response.writeHead(404, { 'content-type': 'text/plain' });
+      response.end('not found');
+      return;
+    }
+    response.writeHead(200, { 'content-type': MIME_TYPES[path.extname(full)] ?? 'application/octet-stream' });
+    fs.createReadStream(full).pipe(response);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () => new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/** Takes a full-page screenshot of the current view and prints where it went. */
+async function screenshot(t, name) {
+  const file = path.join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true, timeout: 15_000 });
+  t.diagnostic(`screenshot: ${file}`);
+}
+
+async function openSection(name) {
+  await page.click(`#tab-${name}`);
+  await page.waitForSelector(`#panel-${name}:not([hidden])`, { timeout: 5_000 });
+}
+
+before(async () => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llm-distiller-demo-'));
+  fs.mkdirSync(SCREENSHOTS, { recursive: true });
+  const persistDir = path.join(tmp, 'state');
+  const envFile = path.join(tmp, 'dev.env');
+  fs.writeFileSync(envFile, `DISTILLER_TOKEN=${TOKEN}\n`, { mode: 0o600 });
+
+  upstream = await startUpstream({ demo: true });
+  await execFileP(WRANGLER, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', persistDir], {
+    cwd: ROOT, env: wranglerEnv(), timeout: 90_000, maxBuffer: 16 * 1024 * 1024,
+  });
+  // As scripts/dev.sh configures it without real keys (the demo provider on the upstream),
+  // plus a second name for the same upstream, so that choosing a provider is observable.
+  const demo = {
+    type: 'custom',
+    base_url: `${upstream.url}/v1`,
+    model: 'demo-model',
+    rate_limit: { requests_per_minute: 600, tokens_per_minute: 1_000_000 },
+  };
+  const config = { providers: { demo, echo: { ...demo } }, default_provider: 'demo' };
+  worker = await startWorker({ persistDir, envFile, config });
+  // The page must come from the static assets, not the Worker's 404.
+  const home = await fetch(`${worker.url}/`, { signal: AbortSignal.timeout(10_000) });
+  const html = await home.text();
+  assert.equal(home.status, 200, `GET / answered ${home.status}: the demo page is not in build/site\n${logTail(worker.logPath)}`);
+  assert.match(html, /llm-distiller/);
+  fs.cpSync(path.join(ROOT, 'build/site'), path.join(tmp, 'site'), { recursive: true });
+
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+  page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  page.setDefaultTimeout(15_000);
+  page.on('console', (message) => {
+    if (message.type() === 'error' || message.type() === 'warning') pageMessages.push(`${message.type()}: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => pageMessages.push(`pageerror: ${error.message}`));
+  await page.goto(`${worker.url}/`, { timeout: 15_000 });
+}, { timeout: STARTUP_TIMEOUT_MS + 120_000 });
+
+after(async () => {
+  // What the page said, for whoever reads a failure.
+  fs.writeFileSync(path.join(SCREENSHOTS, 'page.log'), pageMessages.join('\n') + '\n');
+  await browser?.close().catch(() => {});
+  await worker?.stop();
+  await upstream?.close();
+  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------------------------------
+// The page, section by section (in order: each uses what the one before stored)
+
+test('the page asks for the access token once and keeps it in sessionStorage only', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await page.waitForSelector('#connect-form:not([hidden])');
+  assert.equal(await page.inputValue('#connect-url'), worker.url, 'the Worker URL defaults to the page origin');
+  await screenshot(t, '0-connect');
+  await page.fill('#connect-token', TOKEN);
+  await page.press('#connect-token', 'Enter');
+  await page.waitForFunction(() => !document.querySelector('#connect-done').hidden || !document.querySelector('#connect-message').hidden);
+  assert.ok(await page.isVisible('#connect-done'), `not connected: ${await page.textContent('#connect-message')}`);
+  assert.match(await page.textContent('#connection-status'), /Connected/);
+  const stored = await page.evaluate(() => ({
+    token: sessionStorage.getItem('llm-distiller.token'),
+    url: sessionStorage.getItem('llm-distiller.worker-url'),
+    local: localStorage.length,
+    cookies: document.cookie,
+  }));
+  assert.deepEqual(stored, { token: TOKEN, url: worker.url, local: 0, cookies: '' });
+  // Once: a reload reconnects from sessionStorage without asking.
+  await page.reload({ timeout: 15_000 });
+  await page.waitForFunction(() => /Connected/.test(document.querySelector('#connection-status').textContent) ||
+    !document.querySelector('#connect-message').hidden);
+  assert.match(await page.textContent('#connection-status'), /Connected/, `not reconnected: ${await page.textContent('#connect-message')}`);
+  assert.ok(await page.isHidden('#connect-form'));
+});
+
+test('the thinking playground separates thinking from content as it is typed', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('playground');
+  // Starts in thinking: the text opens inside a pre-filled <think>.
+  await page.check('#pg-starts-thinking');
+  await page.fill('#pg-input', 'x</think>y');
+  await page.waitForFunction(() => document.querySelector('#pg-status .badge')?.textContent === 'final');
+  assert.equal(await page.textContent('#pg-thinking'), 'x');
+  assert.equal(await page.textContent('#pg-content'), 'y');
+
+  await page.uncheck('#pg-starts-thinking');
+  await page.fill('#pg-input', '');
+  await page.click('#pg-input');
+  await page.keyboard.type('<think>a</think>b', { delay: 15 });
+  await page.waitForFunction(() => document.querySelector('#pg-status .badge')?.textContent === 'final');
+  assert.equal(await page.textContent('#pg-thinking'), 'a');
+  assert.equal(await page.textContent('#pg-content'), 'b');
+  assert.match(await page.textContent('#pg-status'), /\d+ pushes/, 'each keystroke pushed only what it added');
+  await screenshot(t, '1-playground');
+});
+
+test('a prompt streams its answer, with the thinking apart and the demo labelled', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('prompt');
+  assert.equal(await page.inputValue('#pr-provider'), 'demo');
+  assert.ok(await page.isVisible('#pr-demo'), 'the "Demo upstream" label shows for demo-model');
+  await page.fill('#pr-prompt', 'Why is the sky blue?');
+  await page.click('#pr-send');
+  // Part of the answer is on the page while the stream is still running.
+  const partialHandle = await page.waitForFunction(() => {
+    const state = document.querySelector('#pr-state').dataset.state;
+    const text = document.querySelector('#pr-answer').textContent;
+    return state === 'streaming' && text.length > 0 ? text : false;
+  }, null, { timeout: 20_000 });
+  const partial = await partialHandle.jsonValue();
+  await page.waitForFunction(() => ['done', 'failed', 'stopped'].includes(document.querySelector('#pr-state').dataset.state),
+    null, { timeout: 30_000 });
+  const error = await page.textContent('#pr-error');
+  assert.equal(await page.getAttribute('#pr-state', 'data-state'), 'done', `the stream failed: ${error}`);
+  const answer = await page.textContent('#pr-answer');
+  assert.ok(answer.startsWith(partial) && answer.length > partial.length,
+    `the answer grew after the first text appeared (${partial.length} then ${answer.length} characters)`);
+  assert.match(answer, /demo upstream/);
+  const thinking = await page.textContent('#pr-thinking');
+  assert.ok(thinking.trim().length > 0 && !thinking.includes('no thinking'), 'the thinking pane has text');
+  assert.doesNotMatch(answer, /<\/?think>/, 'no thinking tags in the answer');
+  assert.ok(await page.isVisible('#pr-demo'));
+  assert.match(await page.textContent('#pr-stored-id'), /^rsp_[0-9a-f]{28}$/);
+  const meta = await page.textContent('#pr-meta');
+  assert.match(meta, /stop/);
+  assert.match(meta, /\d+ prompt \+ \d+ completion = \d+ tokens/);
+  await screenshot(t, '2-prompt');
+
+  // Stop ends a stream midway.
+  await page.click('#pr-send');
+  await page.waitForFunction(() => document.querySelector('#pr-state').dataset.state === 'streaming', null, { timeout: 20_000 });
+  await page.click('#pr-stop');
+  await page.waitForFunction(() => document.querySelector('#pr-state').dataset.state === 'stopped', null, { timeout: 10_000 });
+  assert.equal(await page.textContent('#pr-error'), 'Stopped.');
+  assert.ok(await page.isEnabled('#pr-send'));
+});
+
+test('a batch of 20 through the npm package reaches 100 % with 20 done items', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('batch');
+  const prompts = Array.from({ length: BATCH_SIZE }, (_, i) => `Batch question ${i + 1}: what is ${i} + ${i}?`);
+  await page.fill('#bt-prompts', prompts.join('\n'));
+  await page.fill('#bt-concurrency', '5');
+  assert.equal(await page.inputValue('#bt-provider'), 'demo', 'the default provider is chosen');
+  // Another provider: the package passes config.provider through to the Worker's body.
+  await page.selectOption('#bt-provider', 'echo');
+  assert.ok(await page.isVisible('#bt-demo'));
+  await page.click('#bt-run');
+  await page.waitForFunction((n) => {
+    const progress = document.querySelector('#bt-progress');
+    return progress.max === n && progress.value === n && !document.querySelector('#bt-run').disabled;
+  }, BATCH_SIZE, { timeout: 45_000 });
+  assert.equal(await page.textContent('#bt-progress-text'), `${BATCH_SIZE} of ${BATCH_SIZE} (100 %)`);
+  const statuses = await page.$$eval('#bt-items > li', (items) => items.map((item) => item.dataset.status));
+  const failures = await page.$$eval('#bt-items > li[data-status="failed"]', (items) => items.map((item) => item.textContent));
+  assert.deepEqual(statuses, Array(BATCH_SIZE).fill('done'), failures.join('\n'));
+  assert.equal(await page.textContent('#bt-done'), String(BATCH_SIZE));
+  assert.equal(await page.textContent('#bt-failed'), '0');
+  assert.match(await page.textContent('#bt-retries'), /^\d+$/);
+  await screenshot(t, '3-batch');
+});
+
+test('the stored responses show the new rows, page by page, and a row opens to its thinking', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('stored');
+  assert.equal(await page.getAttribute('#st-tab-valid', 'aria-selected'), 'true');
+  assert.equal(await page.inputValue('#st-limit'), '20');
+  const rowCount = () => page.$$eval('#st-rows > tr.summary-row', (rows) => rows.length);
+  const settled = () => page.waitForFunction(() => document.querySelector('#st-table-region').getAttribute('aria-busy') === 'false');
+  // The Worker stores after answering (ctx.waitUntil): refresh until the first page is full.
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    await settled();
+    if ((await rowCount()) === 20 && !(await page.isDisabled('#st-next'))) break;
+    assert.ok(Date.now() < deadline, `the first page never filled: ${await page.textContent('#st-summary')} ${await page.textContent('#st-error')}`);
+    await sleep(500);
+    await page.click('#st-refresh');
+  }
+  const firstPage = await page.$$eval('#st-rows > tr.summary-row', (rows) => rows.map((r) => r.dataset.id));
+  assert.ok(firstPage.every((id, i) => i === 0 || firstPage[i - 1] > id), 'newest first');
+
+  await page.click('#st-next');
+  await page.waitForFunction(() => document.querySelector('#st-page').textContent === 'Page 2');
+  await settled();
+  const secondPage = await page.$$eval('#st-rows > tr.summary-row', (rows) => rows.map((r) => r.dataset.id));
+  assert.ok(secondPage.length >= 1, 'a second page');
+  assert.ok(firstPage.length + secondPage.length >= BATCH_SIZE + 1, `at least ${BATCH_SIZE + 1} valid rows`);
+  assert.ok(secondPage.every((id) => id < firstPage.at(-1)), 'the second page continues where the first ended');
+
+  await page.click('#st-prev');
+  await page.waitForFunction(() => document.querySelector('#st-page').textContent === 'Page 1');
+  await settled();
+  assert.deepEqual(await page.$$eval('#st-rows > tr.summary-row', (rows) => rows.map((r) => r.dataset.id)), firstPage);
+
+  // The first row opens to its content and thinking (GET /v1/responses/{id}).
+  const toggle = page.locator('#st-rows > tr.summary-row').first().locator('button.row-toggle');
+  await toggle.click();
+  assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
+  const detail = page.locator(`#st-detail-${firstPage[0]}`);
+  await detail.locator('.detail').waitFor({ timeout: 10_000 });
+  const thinking = await detail.locator('pre.output--thinking').first().textContent();
+  assert.ok(thinking.trim().length > 0, 'the row has its thinking');
+  assert.match(await detail.textContent(), /Response time/);
+  await screenshot(t, '4-stored');
+
+  // The provider filter: the batch went to `echo`, the prompt to `demo`.
+  await page.selectOption('#st-provider', 'echo');
+  await page.waitForFunction(() => document.querySelector('#st-page').textContent === 'Page 1');
+  await settled();
+  const providersShown = await page.$$eval('#st-rows td[data-label="Provider"]', (cells) => cells.map((c) => c.textContent));
+  assert.deepEqual(providersShown, Array(BATCH_SIZE).fill('echo'));
+  await page.selectOption('#st-provider', '');
+  await settled();
+
+  // The invalid tab lists the other table (valid=false): none of the answers above.
+  await page.click('#st-tab-invalid');
+  await page.waitForFunction(() => /invalid/.test(document.querySelector('#st-summary').textContent));
+  await settled();
+  assert.ok(await page.isHidden('#st-error'));
+  const invalid = await page.$$eval('#st-rows > tr.summary-row', (rows) => rows.map((r) => r.dataset.id));
+  assert.ok(!invalid.some((id) => firstPage.includes(id)));
+  await page.click('#st-tab-valid');
+  await settled();
+});
+
+test('the providers section shows availability and the rate limiter, refreshed while shown', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('providers');
+  const card = page.locator('article[aria-labelledby="pv-demo"]');
+  await card.waitFor();
+  const text = await card.textContent();
+  assert.match(text, /available/);
+  assert.match(text, /Demo upstream/);
+  assert.match(text, /of 600/);
+  assert.match(text, /In flight/);
+  const first = await page.textContent('#pv-updated');
+  await page.waitForFunction((before) => document.querySelector('#pv-updated').textContent !== before, first, { timeout: 8_000 });
+  await screenshot(t, '5-providers');
+});
+
+test('a refused token asks for the token again', { timeout: STEP_TIMEOUT_MS }, async () => {
+  await page.click('#connect-change');
+  await page.fill('#connect-token', 'not-the-token');
+  await page.click('#connect-submit');
+  await page.waitForFunction(() => !document.querySelector('#connect-message').hidden);
+  assert.match(await page.textContent('#connect-message'), /refused the access token/);
+  assert.match(await page.textContent('#connection-status'), /Not connected/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem('llm-distiller.token')), null);
+  // Nothing else reached the console than the 401 this test provoked.
+  const unexpected = pageMessages.filter((m) => !/status of 401/.test(m));
+  assert.deepEqual(unexpected, []);
+});
+
+test('served by another static server, the page calls the Worker cross-origin', { timeout: STEP_TIMEOUT_MS }, async () => {
+  const site = await startStaticSite();
+  const other = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  const messages = [];
+  other.on('console', (message) => {
+    if (message.type() === 'error' || message.type() === 'warning') messages.push(`${message.type()}: ${message.text()}`);
+  });
+  other.on('pageerror', (error) => messages.push(`pageerror: ${error.message}`));
+  try {
+    await other.goto(`${site.url}/`, { timeout: 15_000 });
+    await other.fill('#connect-url', worker.url);
+    await other.fill('#connect-token', TOKEN);
+    await other.click('#connect-submit');
+    await other.waitForSelector('#connect-done:not([hidden])', { timeout: 15_000 });
+    // The stream and its x-distiller-id header cross origins.
+    await other.click('#tab-prompt');
+    await other.fill('#pr-prompt', 'Hello from another origin');
+    await other.click('#pr-send');
+    await other.waitForFunction(() => ['done', 'failed'].includes(document.querySelector('#pr-state').dataset.state), null, { timeout: 30_000 });
+    assert.equal(await other.getAttribute('#pr-state', 'data-state'), 'done', await other.textContent('#pr-error'));
+    assert.match(await other.textContent('#pr-stored-id'), /^rsp_/);
+    // So do the package's calls.
+    await other.click('#tab-batch');
+    await other.fill('#bt-prompts', 'one\ntwo');
+    await other.click('#bt-run');
+    await other.waitForFunction(() => document.querySelector('#bt-progress').value === 2 && !document.querySelector('#bt-run').disabled,
+      null, { timeout: 30_000 });
+    assert.deepEqual(await other.$$eval('#bt-items > li', (items) => items.map((i) => i.dataset.status)), ['done', 'done']);
+    assert.deepEqual(messages, []);
+  } finally {
+    await other.close();
+    await site.close();
+  }
+});
