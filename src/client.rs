@@ -7,6 +7,7 @@
 //! Everything platform-specific is behind the runtime; this module is pure logic.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -186,38 +187,68 @@ impl<R: Runtime> Client<R> {
         options: &CallOptions,
     ) -> Result<LlmResponse> {
         let prepared = self.prepare(prompt, config, options, false)?;
+        let done = self
+            .with_retries(&prepared, |reservation| {
+                self.exchange(prepared.request.clone(), reservation)
+            })
+            .await?;
+        let Attempted {
+            value: completion,
+            mut permit,
+            started,
+            attempts,
+            waited_ms,
+        } = done;
+        let used = completion
+            .usage
+            .map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX));
+        permit.settle(used);
+        let mut response = self.respond(completion, self.inner.runtime.now_ms() - started);
+        response.attempts = attempts;
+        response.waited_ms = waited_ms;
+        Ok(response)
+    }
+
+    /// Runs `attempt` until it succeeds or is not worth retrying: each attempt waits for
+    /// the limiter first and runs within the timeout; failures wait as the retry policy
+    /// says. The success comes with its permit (to settle with the real usage).
+    async fn with_retries<T, F, Fut>(
+        &self,
+        prepared: &Prepared,
+        mut attempt: F,
+    ) -> Result<Attempted<T>>
+    where
+        F: FnMut(Reservation) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let runtime = &self.inner.runtime;
-        let mut waited = 0.0;
-        let mut attempt = 0u32;
+        let mut waited_ms = 0.0;
+        let mut failures = 0u32;
         loop {
-            let mut permit = self.admit(prepared.tokens, &mut waited).await;
+            let mut permit = self.admit(prepared.tokens, &mut waited_ms).await;
             let started = runtime.now_ms();
             permit.sent = true;
-            let outcome = with_timeout(
-                &**runtime,
-                prepared.timeout_ms,
-                self.exchange(prepared.request.clone(), &permit.reservation),
-            )
-            .await
-            .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
+            let outcome =
+                with_timeout(&**runtime, prepared.timeout_ms, attempt(permit.reservation))
+                    .await
+                    .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
             match outcome {
-                Ok(completion) => {
-                    let used = completion
-                        .usage
-                        .map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX));
-                    permit.settle(used);
-                    let mut response = self.respond(completion, runtime.now_ms() - started);
-                    response.attempts = attempt + 1;
-                    response.waited_ms = waited;
-                    return Ok(response);
+                Ok(value) => {
+                    return Ok(Attempted {
+                        value,
+                        permit,
+                        started,
+                        attempts: failures + 1,
+                        waited_ms,
+                    })
                 }
                 Err(error) => {
                     drop(permit);
-                    match self.retry_delay(attempt, &error) {
+                    match self.retry_delay(failures, &error) {
                         Some(delay) => {
-                            waited += delay;
+                            waited_ms += delay;
                             runtime.sleep(delay).await;
-                            attempt += 1;
+                            failures += 1;
                         }
                         None => return Err(error),
                     }
@@ -227,11 +258,7 @@ impl<R: Runtime> Client<R> {
     }
 
     /// One attempt: send, adapt the limiter to the headers, read and parse the body.
-    async fn exchange(
-        &self,
-        request: HttpRequest,
-        reservation: &Reservation,
-    ) -> Result<Completion> {
+    async fn exchange(&self, request: HttpRequest, reservation: Reservation) -> Result<Completion> {
         let runtime = &self.inner.runtime;
         let provider = &self.inner.provider;
         let response = runtime
@@ -242,7 +269,7 @@ impl<R: Runtime> Client<R> {
             runtime.now_ms(),
             &response.headers,
             response.status,
-            Some(reservation),
+            Some(&reservation),
         );
         let mut body = response.body;
         let bytes = read_to_end(&mut body, MAX_BODY_BYTES)
@@ -285,68 +312,49 @@ impl<R: Runtime> Client<R> {
         let prepared = self.prepare(prompt, config, options, true)?;
         let runtime = &self.inner.runtime;
         let provider = &self.inner.provider;
-        let mut waited = 0.0;
-        let mut attempt = 0u32;
-        loop {
-            let mut permit = self.admit(prepared.tokens, &mut waited).await;
-            let started = runtime.now_ms();
-            permit.sent = true;
-            let opened = with_timeout(&**runtime, prepared.timeout_ms, async {
-                let mut response = runtime
-                    .fetch(prepared.request.clone())
-                    .await
-                    .map_err(|e| self.connection(&e.0))?;
-                self.inner.limiter.borrow_mut().observe(
-                    runtime.now_ms(),
-                    &response.headers,
-                    response.status,
-                    Some(&permit.reservation),
-                );
-                if (200..300).contains(&response.status) {
-                    return Ok(response.body);
-                }
-                let bytes = read_to_end(&mut response.body, MAX_BODY_BYTES)
-                    .await
-                    .map_err(|e| self.read_error(e))?;
-                Err(provider.error_from_response(
-                    response.status,
-                    &response.headers,
-                    &bytes,
-                    runtime.now_ms(),
-                ))
-            })
-            .await
-            .unwrap_or_else(|| Err(self.timeout(prepared.timeout_ms)));
-            match opened {
-                Ok(body) => {
-                    let options = StreamOptions {
-                        starts_in_thinking: options.starts_in_thinking,
-                    };
-                    return Ok(CompletionStream {
-                        client: self.clone(),
-                        assembler: Some(StreamAssembler::new(&self.inner.extractor, options)),
-                        body: Some(body),
-                        permit: Some(permit),
-                        started,
-                        attempts: attempt + 1,
-                        waited_ms: waited,
-                        timeout_ms: prepared.timeout_ms,
-                        last: None,
-                    });
-                }
-                Err(error) => {
-                    drop(permit);
-                    match self.retry_delay(attempt, &error) {
-                        Some(delay) => {
-                            waited += delay;
-                            runtime.sleep(delay).await;
-                            attempt += 1;
-                        }
-                        None => return Err(error),
+        let opened = self
+            .with_retries(&prepared, |reservation| {
+                let request = prepared.request.clone();
+                async move {
+                    let mut response = runtime
+                        .fetch(request)
+                        .await
+                        .map_err(|e| self.connection(&e.0))?;
+                    self.inner.limiter.borrow_mut().observe(
+                        runtime.now_ms(),
+                        &response.headers,
+                        response.status,
+                        Some(&reservation),
+                    );
+                    if (200..300).contains(&response.status) {
+                        return Ok(response.body);
                     }
+                    let bytes = read_to_end(&mut response.body, MAX_BODY_BYTES)
+                        .await
+                        .map_err(|e| self.read_error(e))?;
+                    Err(provider.error_from_response(
+                        response.status,
+                        &response.headers,
+                        &bytes,
+                        runtime.now_ms(),
+                    ))
                 }
-            }
-        }
+            })
+            .await?;
+        let options = StreamOptions {
+            starts_in_thinking: options.starts_in_thinking,
+        };
+        Ok(CompletionStream {
+            client: self.clone(),
+            assembler: Some(StreamAssembler::new(&self.inner.extractor, options)),
+            body: Some(opened.value),
+            permit: Some(opened.permit),
+            started: opened.started,
+            attempts: opened.attempts,
+            waited_ms: opened.waited_ms,
+            timeout_ms: prepared.timeout_ms,
+            last: None,
+        })
     }
 
     fn timeout(&self, after_ms: f64) -> Error {
@@ -372,6 +380,15 @@ impl<R: Runtime> Client<R> {
             },
         }
     }
+}
+
+/// A successful attempt, with what the caller needs to finish the call.
+struct Attempted<T> {
+    value: T,
+    permit: Permit,
+    started: f64,
+    attempts: u32,
+    waited_ms: f64,
 }
 
 /// A place in the rate limiter, given back when dropped: cancelled if the request was

@@ -160,13 +160,23 @@ impl ChatRequest {
     /// The providers to try, in order, when failing over: the one asked for (else
     /// `default`), then the fallbacks; `None` when there is no fallback.
     pub fn route(&self, default: &str) -> Option<Vec<String>> {
-        if self.fallback.is_empty() {
-            return None;
-        }
-        let first = self.provider.clone().unwrap_or_else(|| default.to_string());
-        let rest = self.fallback.iter().filter(|f| **f != first).cloned();
-        Some(std::iter::once(first.clone()).chain(rest).collect())
+        failover_order(self.provider.as_deref(), &self.fallback, default)
     }
+}
+
+/// The providers to try when failing over: `provider` (else `default`), then the
+/// fallbacks, each once; `None` when there is no fallback (the one provider alone).
+pub fn failover_order(
+    provider: Option<&str>,
+    fallback: &[String],
+    default: &str,
+) -> Option<Vec<String>> {
+    if fallback.is_empty() {
+        return None;
+    }
+    let first = provider.unwrap_or(default).to_string();
+    let rest = fallback.iter().filter(|f| **f != first).cloned();
+    Some(std::iter::once(first.clone()).chain(rest).collect())
 }
 
 #[derive(Deserialize)]

@@ -178,6 +178,20 @@ fn split_options(
     Ok((data.into(), signal, taken))
 }
 
+/// The arguments every single call takes: the prompt, an optional generation config, and
+/// optional call options with their abort signal.
+fn call_arguments(
+    prompt: JsValue,
+    config: Option<Object>,
+    options: Option<Object>,
+) -> Result<(Prompt, GenerationConfig, CallOptions, Option<AbortSignal>), JsValue> {
+    let prompt: Prompt = from_js(prompt, "prompt")?;
+    let config: GenerationConfig = from_js_or_default(config, "config")?;
+    let (data, signal, _) = split_options(options, &[])?;
+    let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+    Ok((prompt, config, call, signal))
+}
+
 /// Runs `future` unless `signal` aborts first ([`Error::Aborted`]); dropping the future
 /// cancels whatever it had under way.
 async fn abortable<T>(
@@ -251,10 +265,7 @@ impl JsProviderManager {
     ) -> Promise {
         // Bad arguments reject the promise, as every failure of an async call does.
         let call = || -> Result<Promise, JsValue> {
-            let prompt: Prompt = from_js(prompt, "prompt")?;
-            let config: GenerationConfig = from_js_or_default(config, "config")?;
-            let (data, signal, _) = split_options(options, &[])?;
-            let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+            let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
             let manager = Rc::clone(&self.inner);
             Ok(promise(async move {
                 abortable(
@@ -279,10 +290,7 @@ impl JsProviderManager {
     ) -> Promise {
         // Bad arguments reject the promise, as every failure of an async call does.
         let call = || -> Result<Promise, JsValue> {
-            let prompt: Prompt = from_js(prompt, "prompt")?;
-            let config: GenerationConfig = from_js_or_default(config, "config")?;
-            let (data, signal, _) = split_options(options, &[])?;
-            let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+            let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
             let manager = Rc::clone(&self.inner);
             Ok(promise(async move {
                 abortable(
@@ -347,10 +355,7 @@ impl JsProviderManager {
         provider: Option<String>,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Result<JsValue, JsValue> {
-        let prompt: Prompt = from_js(prompt, "prompt")?;
-        let config: GenerationConfig = from_js_or_default(config, "config")?;
-        let (data, signal, _) = split_options(options, &[])?;
-        let call: CallOptions = from_js_or_default(data.dyn_into().ok(), "options")?;
+        let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
         let manager = Rc::clone(&self.inner);
         let opening: OpeningStream = Box::pin(async move {
             manager

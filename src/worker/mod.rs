@@ -29,8 +29,9 @@ use crate::config::{from_json_text, GenerationConfig, LlmConfig};
 use crate::error::Error;
 use crate::manager::ProviderManager;
 use crate::openai_api::{
-    bearer_token, chunk_event, completion_body, delta_object, error_event, parse_chat_request,
-    token_matches, too_large, ApiError, ChatRequest, DONE_EVENT, MAX_REQUEST_BYTES,
+    bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
+    parse_chat_request, token_matches, too_large, ApiError, ChatRequest, DONE_EVENT,
+    MAX_REQUEST_BYTES,
 };
 use crate::record::{is_id, new_id, ListQuery, Record};
 use crate::runtime::Runtime;
@@ -365,49 +366,75 @@ async fn chat_completions(
     let chat = parse_chat_request(&body, header_provider.as_deref())?;
     let manager = manager(env)?;
     check_route(&manager, chat.provider.as_deref(), &chat.fallback)?;
-    let (id, created) = fresh_id();
     let request_json = json!({ "messages": chat.messages, "config": chat.config, "provider": chat.provider, "fallback": chat.fallback }).to_string();
     let prompt = Prompt::Messages(chat.messages.clone());
-    let options = CallOptions::default();
     if chat.stream {
+        let (id, created) = fresh_id();
         return stream_completion(manager, chat, prompt, id, created, request_json, env, ctx).await;
     }
-    let result = match chat.route(manager.default_provider()) {
+    let call = Call {
+        prompt: &prompt,
+        config: &chat.config,
+        provider: chat.provider.as_deref(),
+        fallback: &chat.fallback,
+        request_json: &request_json,
+    };
+    let (id, created, response) = answer(&manager, &call, env, ctx).await?;
+    let body = completion_body(&id, (created / 1000.0) as u64, &response);
+    Ok(json_response(&body, 200, Some(&id)))
+}
+
+/// One non-streamed call as the Worker receives it.
+struct Call<'a> {
+    prompt: &'a Prompt,
+    config: &'a GenerationConfig,
+    provider: Option<&'a str>,
+    fallback: &'a [String],
+    /// The request as it is stored.
+    request_json: &'a str,
+}
+
+/// Runs `call` (failing over when it names fallbacks), stores its answer, or its failure,
+/// after the response, and gives the answer with its stored id and arrival time.
+async fn answer(
+    manager: &Manager,
+    call: &Call<'_>,
+    env: &Env,
+    ctx: &Context,
+) -> Result<(String, f64, LlmResponse), ApiError> {
+    let (id, created) = fresh_id();
+    let options = CallOptions::default();
+    let result = match failover_order(call.provider, call.fallback, manager.default_provider()) {
         Some(order) => {
             manager
-                .generate_with_failover(&prompt, &chat.config, Some(&order), &options)
+                .generate_with_failover(call.prompt, call.config, Some(&order), &options)
                 .await
         }
         None => {
             manager
-                .generate(&prompt, &chat.config, chat.provider.as_deref(), &options)
+                .generate(call.prompt, call.config, call.provider, &options)
                 .await
         }
     };
-    let created_s = (created / 1000.0) as u64;
     match result {
         Ok(response) => {
-            let body = completion_body(&id, created_s, &response);
-            store_later(
-                ctx,
-                env,
-                Record::answer(
-                    id.clone(),
-                    created,
-                    &request_json,
-                    &response,
-                    chat.config.wants_json(),
-                ),
+            let record = Record::answer(
+                id.clone(),
+                created,
+                call.request_json,
+                &response,
+                call.config.wants_json(),
             );
-            Ok(json_response(&body, 200, Some(&id)))
+            store_later(ctx, env, record);
+            Ok((id, created, response))
         }
         Err(error) => Err(fail(
-            &manager,
-            &chat.config,
-            chat.provider.as_deref(),
+            manager,
+            call.config,
+            call.provider,
             id,
             created,
-            &request_json,
+            call.request_json,
             &error,
             env,
             ctx,
@@ -737,59 +764,18 @@ async fn generate(
         .map_err(|e| ApiError::from_error(&e))?;
     let manager = manager(env)?;
     check_route(&manager, call.provider.as_deref(), &call.fallback)?;
-    let (id, created) = fresh_id();
     let request_json = json!({ "prompt": call.prompt, "config": call.config, "provider": call.provider, "fallback": call.fallback }).to_string();
-    let options = CallOptions::default();
-    let result = if call.fallback.is_empty() {
-        manager
-            .generate(
-                &call.prompt,
-                &call.config,
-                call.provider.as_deref(),
-                &options,
-            )
-            .await
-    } else {
-        let first = call
-            .provider
-            .clone()
-            .unwrap_or_else(|| manager.default_provider().to_string());
-        let order: Vec<String> = std::iter::once(first.clone())
-            .chain(call.fallback.iter().filter(|f| **f != first).cloned())
-            .collect();
-        manager
-            .generate_with_failover(&call.prompt, &call.config, Some(&order), &options)
-            .await
+    let run = Call {
+        prompt: &call.prompt,
+        config: &call.config,
+        provider: call.provider.as_deref(),
+        fallback: &call.fallback,
+        request_json: &request_json,
     };
-    match result {
-        Ok(response) => {
-            let mut body = serde_json::to_value(&response).unwrap_or(Value::Null);
-            body["distiller_id"] = Value::String(id.clone());
-            store_later(
-                ctx,
-                env,
-                Record::answer(
-                    id.clone(),
-                    created,
-                    &request_json,
-                    &response,
-                    call.config.wants_json(),
-                ),
-            );
-            Ok(json_response(&body, 200, Some(&id)))
-        }
-        Err(error) => Err(fail(
-            &manager,
-            &call.config,
-            call.provider.as_deref(),
-            id,
-            created,
-            &request_json,
-            &error,
-            env,
-            ctx,
-        )),
-    }
+    let (id, _, response) = answer(&manager, &run, env, ctx).await?;
+    let mut body = serde_json::to_value(&response).unwrap_or(Value::Null);
+    body["distiller_id"] = Value::String(id.clone());
+    Ok(json_response(&body, 200, Some(&id)))
 }
 
 fn providers(env: &Env) -> Result<Response, ApiError> {
