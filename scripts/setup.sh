@@ -21,6 +21,9 @@ done
 
 log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
+# The version a tool reports ("wasm-pack 0.15.1", or just "0.8.7"), or nothing.
+version_of() { "$1" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n 1; }
+
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # The wasm-bindgen CLI must be exactly the version of the crate in Cargo.lock.
@@ -45,21 +48,21 @@ if [ ! -f Cargo.lock ]; then
 fi
 bindgen_version=$(lock_version wasm-bindgen)
 if [ -n "$bindgen_version" ]; then
-  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$bindgen_version" ]; then
+  if [ "$(version_of wasm-bindgen)" != "$bindgen_version" ]; then
     log "installing wasm-bindgen-cli $bindgen_version (a few minutes)"
     # No --locked: one of the CLI's locked dependencies is missing from the registry.
     cargo install wasm-bindgen-cli --version "=$bindgen_version" --force
   fi
 fi
 
-if [ "$(wasm-pack --version 2>/dev/null | awk '{print $2}')" != "0.15.1" ]; then
+if [ "$(version_of wasm-pack)" != "0.15.1" ]; then
   log "installing wasm-pack 0.15.1 (a few minutes)"
   cargo install wasm-pack --version 0.15.1 --locked --force
 fi
 
 # worker-build builds the Worker; it is told where wasm-bindgen, wasm-opt and esbuild are
 # (scripts/build-worker.sh), since its own downloads cannot work offline.
-if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "0.8.7" ]; then
+if [ "$(version_of worker-build)" != "0.8.7" ]; then
   log "installing worker-build 0.8.7 (a few minutes)"
   cargo install worker-build --version 0.8.7 --locked --force
 fi
