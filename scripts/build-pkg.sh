@@ -15,7 +15,7 @@ if [ ! -x "$wasm_opt" ]; then
   exit 1
 fi
 # The features rustc enables for wasm32-unknown-unknown by default; wasm-opt must accept them.
-"$wasm_opt" pkg/llm_distiller_bg.wasm -o pkg/llm_distiller_bg.wasm -Oz \
+"$wasm_opt" pkg/llm_distiller_bg.wasm -o pkg/llm_distiller_bg.wasm -Oz --converge \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-mutable-globals --enable-reference-types --enable-multivalue
 

@@ -4,6 +4,9 @@
 //! a full OpenAI `messages` array, kept as JSON so every message shape the API accepts
 //! (content parts, tool calls, names) passes through untouched. Pure data.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -11,16 +14,51 @@ use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 
 /// One chat message, as the OpenAI API defines it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Message {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
     /// A string, an array of content parts, or null (an assistant message with tool calls).
-    #[serde(default)]
     pub content: Value,
     /// Every other field (`name`, `tool_calls`, `tool_call_id`, …), kept as given.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+// Written out rather than derived with `#[serde(flatten)]`, which buffers every message
+// through serde's generic `Content` machinery: slower, and kilobytes of WebAssembly.
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MessageVisitor;
+        impl<'de> Visitor<'de> for MessageVisitor {
+            type Value = Message;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a message object with a role")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Message, A::Error> {
+                let mut role = None;
+                let mut content = Value::Null;
+                let mut extra = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "role" => role = Some(map.next_value::<String>()?),
+                        "content" => content = map.next_value()?,
+                        _ => {
+                            let value = map.next_value()?;
+                            extra.insert(key, value);
+                        }
+                    }
+                }
+                let role = role.ok_or_else(|| de::Error::missing_field("role"))?;
+                Ok(Message {
+                    role,
+                    content,
+                    extra,
+                })
+            }
+        }
+        deserializer.deserialize_map(MessageVisitor)
+    }
 }
 
 impl Message {
@@ -49,13 +87,41 @@ impl Message {
 }
 
 /// What to ask: text, or a whole conversation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
     /// A user message; the config's `system_prompt` goes before it.
     Text(String),
     /// An OpenAI `messages` array.
     Messages(Vec<Message>),
+}
+
+// A string or an array, told apart by the JSON type itself: no buffering (as
+// `#[serde(untagged)]` would do), and an error that says what a prompt may be.
+impl<'de> Deserialize<'de> for Prompt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PromptVisitor;
+        impl<'de> Visitor<'de> for PromptVisitor {
+            type Value = Prompt;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a prompt: a string, or an array of messages")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Prompt, E> {
+                Ok(Prompt::Text(text.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<Prompt, E> {
+                Ok(Prompt::Text(text))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Prompt, A::Error> {
+                let mut messages = Vec::new();
+                while let Some(message) = seq.next_element::<Message>()? {
+                    messages.push(message);
+                }
+                Ok(Prompt::Messages(messages))
+            }
+        }
+        deserializer.deserialize_any(PromptVisitor)
+    }
 }
 
 impl From<&str> for Prompt {

@@ -33,8 +33,7 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 60_000;
 /// the provider's model (itself `gpt-3.5-turbo` by default). Any other OpenAI
 /// chat-completion parameter (`seed`, `user`, `reasoning_effort`,
 /// `max_completion_tokens`, …) may be given too and is passed through unchanged.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GenerationConfig {
     /// The model; `None` uses the provider's. Ignored by Azure, where the deployment decides.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,6 +78,46 @@ impl Default for GenerationConfig {
             response_format: None,
             extra: Map::new(),
         }
+    }
+}
+
+// Written out rather than derived with `#[serde(flatten)]` (for `extra`), which buffers
+// the whole object through serde's generic `Content` machinery: slower, and kilobytes of
+// WebAssembly. Missing fields keep the design's defaults; `null` unsets a parameter.
+impl<'de> Deserialize<'de> for GenerationConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct ConfigVisitor;
+        impl<'de> Visitor<'de> for ConfigVisitor {
+            type Value = GenerationConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of generation parameters")
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<GenerationConfig, A::Error> {
+                let mut config = GenerationConfig::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "model" => config.model = map.next_value()?,
+                        "temperature" => config.temperature = map.next_value()?,
+                        "max_tokens" => config.max_tokens = map.next_value()?,
+                        "top_p" => config.top_p = map.next_value()?,
+                        "frequency_penalty" => config.frequency_penalty = map.next_value()?,
+                        "presence_penalty" => config.presence_penalty = map.next_value()?,
+                        "system_prompt" => config.system_prompt = map.next_value()?,
+                        "stop_sequences" | "stop" => config.stop_sequences = map.next_value()?,
+                        "response_format" => config.response_format = map.next_value()?,
+                        _ => {
+                            let value = map.next_value()?;
+                            config.extra.insert(key, value);
+                        }
+                    }
+                }
+                Ok(config)
+            }
+        }
+        deserializer.deserialize_map(ConfigVisitor)
     }
 }
 

@@ -252,7 +252,16 @@ pub fn extract_thinking(content: &str, separate_reasoning: Option<&str>) -> Extr
 
 fn default_extractor() -> &'static ThinkingExtractor {
     static DEFAULT: OnceLock<ThinkingExtractor> = OnceLock::new();
-    DEFAULT.get_or_init(|| ThinkingExtractor::new(DEFAULT_TAGS).expect("default tags are valid"))
+    // The default names are valid by construction (lower-case ASCII letters): built
+    // directly, with no fallible path (an `expect` would pull error formatting into wasm).
+    DEFAULT.get_or_init(|| ThinkingExtractor {
+        tags: Arc::new(TagSet::new(
+            DEFAULT_TAGS
+                .iter()
+                .map(|t| t.as_bytes().to_vec().into_boxed_slice())
+                .collect(),
+        )),
+    })
 }
 
 /// Appends a trimmed piece of thinking, after a separator if something precedes it; an
