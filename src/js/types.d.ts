@@ -306,7 +306,9 @@ export class ThinkingStream {
 /** The rate limiter on its own. Times are milliseconds since the epoch (`Date.now()` by default). */
 export class RateLimiter {
   constructor(limits?: RateLimitConfig | null);
-  /** Reserves a request of `tokens` estimated tokens: wait `wait_ms`, then send. */
+  /** Reserves a request of `tokens` estimated tokens: wait `wait_ms`, then ask
+   * `blockedFor(reservation)` and wait again while it answers a number (timers may fire a
+   * little early, and a server's 429 may have paused the limiter meanwhile); then send. */
   reserve(tokens: number, nowMs?: number | null): Reservation;
   /** Like `reserve`, returning only the wait in milliseconds. */
   reserveWait(tokens: number, nowMs?: number | null): number;
