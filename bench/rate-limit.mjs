@@ -128,7 +128,7 @@ const DECISIONS = [
   {
     name: "llm-distiller `reserve(1, Date.now())` + `reconcile(r, 1)`",
     does:
-      "the full round: the reservation `{id, tokens, wait_ms, start_at_ms, reserved_through}` made in Rust, serialized to JSON and parsed into a JS object; `reconcile` stringifies it and deserializes it in Rust, refunds the difference and ends the in-flight accounting",
+      "the full round: the reservation `{id, tokens, wait_ms, start_at_ms, reserved_through}` made in Rust and built as a plain JS object in one call; `reconcile` reads its five numbers back in one call, refunds the difference and ends the in-flight accounting",
     sample(reps) {
       const limiter = distillerUnlimited();
       let waited = 0;
@@ -651,7 +651,7 @@ const reserveAlone = nsOf("llm-distiller `reserve(1, Date.now())` alone");
 print(
   `- The full round \`reserve\` + \`reconcile\` costs ${(round / 1000).toFixed(1)} µs, ${times(round / (1e9 / wait))} \`reserveWait\`: ` +
     `\`reserve\` ${(reserveAlone / 1000).toFixed(1)} µs, \`reconcile\` about ${((round - reserveAlone) / 1000).toFixed(1)} µs. ` +
-    `The reservation crosses as JSON text both ways; \`JSON.parse(JSON.stringify(reservation))\` alone takes ${ns(rateOf("reference: `JSON"))} in JS, the rest is serde_json in wasm and the string copies.`,
+    `The reservation crosses as a plain object of five numbers, one call each way; for scale, \`JSON.parse(JSON.stringify(reservation))\` alone takes ${ns(rateOf("reference: `JSON"))} in JS.`,
 );
 // Evenly spaced: the schedule is one start every GAP_MS, so one start over in a 1-s window is
 // timer jitter; a limiter that lets requests go in batches gets no such excuse.
