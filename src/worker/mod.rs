@@ -347,8 +347,10 @@ fn check_route(
         .into_iter()
         .chain(fallback.iter().map(String::as_str))
     {
-        if let Err(error @ Error::Config { .. }) = manager.client(Some(name)) {
-            if error.to_string().contains("unknown provider") {
+        // An unknown name is an error about the call's `provider` field; a provider that
+        // could not be set up names its own configuration field and is answered later.
+        if let Err(error) = manager.client(Some(name)) {
+            if matches!(&error, Error::Config { field, .. } if field == "provider") {
                 return Err(ApiError::invalid(Some("provider"), error.to_string()));
             }
         }
