@@ -204,60 +204,37 @@ fn empty_keys_come_from_the_injected_environment() {
         "CUSTOM_API_KEY" => Some("custom-from-env".to_string()),
         _ => None,
     };
+    // The credential header a provider set up with `env` sends.
+    let sent = |config: &ProviderConfig, header: &str| -> Option<String> {
+        let provider = Provider::from_config("p", config, &env).unwrap();
+        let messages = [llm_distiller::Message::new("user", "hi")];
+        let request = provider
+            .build_request(&messages, &GenerationConfig::default(), false)
+            .unwrap();
+        request.headers.get(header).map(str::to_string)
+    };
     let openai = ProviderConfig::new(ProviderKind::Openai);
-    let p = Provider::from_config("o", &openai, &env).unwrap();
-    let request = p
-        .build_request(
-            &[llm_distiller::Message::new("user", "hi")],
-            &GenerationConfig::default(),
-            false,
-        )
-        .unwrap();
     assert_eq!(
-        request.headers.get("authorization"),
+        sent(&openai, "authorization").as_deref(),
         Some("Bearer sk-from-env-0000")
     );
 
     let mut azure = ProviderConfig::new(ProviderKind::AzureOpenai);
     azure.endpoint = Some("https://r.openai.azure.com".into());
-    let p = Provider::from_config("a", &azure, &env).unwrap();
-    let request = p
-        .build_request(
-            &[llm_distiller::Message::new("user", "hi")],
-            &GenerationConfig::default(),
-            false,
-        )
-        .unwrap();
-    assert_eq!(request.headers.get("api-key"), Some("az-from-env-0000"));
+    assert_eq!(sent(&azure, "api-key").as_deref(), Some("az-from-env-0000"));
 
     let mut custom = ProviderConfig::new(ProviderKind::Custom);
     custom.base_url = Some("http://127.0.0.1:1/v1".into());
-    let p = Provider::from_config("c", &custom, &env).unwrap();
-    let request = p
-        .build_request(
-            &[llm_distiller::Message::new("user", "hi")],
-            &GenerationConfig::default(),
-            false,
-        )
-        .unwrap();
     assert_eq!(
-        request.headers.get("authorization"),
+        sent(&custom, "authorization").as_deref(),
         Some("Bearer custom-from-env")
     );
 
     // A configured key wins over the environment.
     let mut explicit = ProviderConfig::new(ProviderKind::Openai);
     explicit.api_key = Secret::new("sk-explicit-1111");
-    let p = Provider::from_config("o", &explicit, &env).unwrap();
-    let request = p
-        .build_request(
-            &[llm_distiller::Message::new("user", "hi")],
-            &GenerationConfig::default(),
-            false,
-        )
-        .unwrap();
     assert_eq!(
-        request.headers.get("authorization"),
+        sent(&explicit, "authorization").as_deref(),
         Some("Bearer sk-explicit-1111")
     );
 
