@@ -119,7 +119,9 @@ impl Record {
     }
 
     /// The row of a call that got no answer at all: invalid, with the error as the reason,
-    /// so that a pipeline sees every request it sent.
+    /// so that a pipeline sees every request it sent. `None` for a configuration error (a
+    /// mistake of the call, or a provider that could not be set up): nothing was sent, so
+    /// there is nothing to keep.
     pub fn failure(
         id: String,
         created_at: f64,
@@ -127,9 +129,12 @@ impl Record {
         provider: &str,
         model: &str,
         error: &Error,
-    ) -> Record {
+    ) -> Option<Record> {
+        if matches!(error, Error::Config { .. }) {
+            return None;
+        }
         let (request, truncated) = cut_at(request, MAX_REQUEST_BYTES);
-        Record {
+        Some(Record {
             id,
             created_at,
             provider: error.provider().unwrap_or(provider).to_string(),
@@ -146,7 +151,7 @@ impl Record {
             upstream_id: None,
             truncated,
             invalid_reason: Some(format!("upstream_error: {error}")),
-        }
+        })
     }
 
     /// Whether it goes to `responses`.

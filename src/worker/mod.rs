@@ -458,12 +458,7 @@ fn fail(
     env: &Env,
     ctx: &Context,
 ) -> ApiError {
-    let api = ApiError::from_error(error);
-    // A mistake of the call, or a provider that could not be set up: nothing was sent,
-    // so there is no answer to keep.
-    if matches!(error, Error::Config { .. }) {
-        return api;
-    }
+    let mut api = ApiError::from_error(error);
     let provider = provider.unwrap_or(manager.default_provider());
     let model = config.model.clone().unwrap_or_else(|| {
         let name = error.provider().unwrap_or(provider);
@@ -472,12 +467,11 @@ fn fail(
             .map(|c| c.provider().model().to_string())
             .unwrap_or_default()
     });
-    store_later(
-        ctx,
-        env,
-        Record::failure(id.clone(), created, request_json, provider, &model, error),
-    );
-    let mut api = api;
+    let Some(record) = Record::failure(id.clone(), created, request_json, provider, &model, error)
+    else {
+        return api;
+    };
+    store_later(ctx, env, record);
     api.message = format!("{} (stored as {id})", api.message);
     api
 }
