@@ -43,6 +43,7 @@ fn main() {
         let mut limiter = RateLimiter::new(RateLimits {
             requests_per_minute: u32::MAX,
             tokens_per_minute: u32::MAX,
+            ..Default::default()
         });
         for i in 0..CALLS {
             let now = T0 + f64::from(i);
@@ -60,6 +61,7 @@ fn main() {
         let mut limiter = RateLimiter::new(RateLimits {
             requests_per_minute: 300,
             tokens_per_minute: u32::MAX,
+            ..Default::default()
         });
         let mut waited = 0.0;
         for i in 0..CALLS {
@@ -78,6 +80,7 @@ fn main() {
         let mut limiter = RateLimiter::new(RateLimits {
             requests_per_minute: u32::MAX,
             tokens_per_minute: 60_000,
+            ..Default::default()
         });
         let mut waited = 0.0;
         for i in 0..CALLS {
@@ -124,6 +127,7 @@ fn main() {
         let mut limiter = RateLimiter::new(RateLimits {
             requests_per_minute: 10_000,
             tokens_per_minute: 2_000_000,
+            ..Default::default()
         });
         for i in 0..CALLS {
             let now = T0 + f64::from(i);
@@ -138,6 +142,7 @@ fn main() {
         let mut limiter = RateLimiter::new(RateLimits {
             requests_per_minute: 10_000,
             tokens_per_minute: 2_000_000,
+            ..Default::default()
         });
         for i in 0..CALLS {
             let now = T0 + f64::from(i) * 10.0;
@@ -157,6 +162,7 @@ fn main() {
     let mut limiter = RateLimiter::new(RateLimits {
         requests_per_minute: u32::MAX,
         tokens_per_minute: u32::MAX,
+        ..Default::default()
     });
     for i in 0..60_000 {
         limiter.reserve(T0 + f64::from(i), 10);

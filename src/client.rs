@@ -12,13 +12,13 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{LlmResponse, Prompt};
+use crate::chat::{LlmResponse, Prompt, Usage};
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpRequest;
 use crate::provider::{Completion, Provider};
 use crate::rate_limit::{
-    estimate_prompt_tokens, RateLimitStatus, RateLimiter, RateLimits, Reservation,
+    charged_tokens, estimate_prompt_tokens, RateLimitStatus, RateLimiter, Reservation,
 };
 use crate::retry::RetryPolicy;
 use crate::runtime::{read_to_end, with_timeout, ReadError, ResponseBody, Runtime};
@@ -65,7 +65,10 @@ struct Inner<R: Runtime> {
 /// A prepared call: the request and what it reserves.
 struct Prepared {
     request: HttpRequest,
+    /// The tokens to reserve: the prompt's estimate plus `completion_budget`.
     tokens: u32,
+    /// The completion tokens the request allows (see [`GenerationConfig::completion_budget`]).
+    completion_budget: u32,
     timeout_ms: f64,
 }
 
@@ -73,10 +76,7 @@ impl<R: Runtime> Client<R> {
     /// A client for `provider`, its limiter set to the provider's configured budget.
     pub fn new(provider: Provider, runtime: Rc<R>) -> Self {
         let config = provider.config();
-        let limits = RateLimits {
-            requests_per_minute: config.rate_limit.requests_per_minute,
-            tokens_per_minute: config.rate_limit.tokens_per_minute,
-        };
+        let limits = config.rate_limit;
         let policy = config.retry;
         Client {
             inner: Rc::new(Inner {
@@ -113,8 +113,9 @@ impl<R: Runtime> Client<R> {
             .provider
             .build_request(&messages, config, stream)?;
         let chars = messages.iter().map(|m| m.text_len()).sum();
-        let tokens = estimate_prompt_tokens(chars, messages.len())
-            .saturating_add(config.completion_budget());
+        let completion_budget = config.completion_budget();
+        let tokens =
+            estimate_prompt_tokens(chars, messages.len()).saturating_add(completion_budget);
         let timeout_ms = match options.timeout_ms {
             Some(ms) if ms.is_finite() && ms > 0.0 => ms,
             Some(ms) => {
@@ -131,21 +132,23 @@ impl<R: Runtime> Client<R> {
         Ok(Prepared {
             request,
             tokens,
+            completion_budget,
             timeout_ms,
         })
     }
 
     /// Waits for the rate limiter's go, adding the wait to `waited`.
-    async fn admit(&self, tokens: u32, waited: &mut f64) -> Permit {
+    async fn admit(&self, prepared: &Prepared, waited: &mut f64) -> Permit {
         let runtime = &self.inner.runtime;
         let reservation = self
             .inner
             .limiter
             .borrow_mut()
-            .reserve(runtime.now_ms(), tokens);
+            .reserve(runtime.now_ms(), prepared.tokens);
         let permit = Permit {
             limiter: Rc::clone(&self.inner.limiter),
             reservation,
+            completion_budget: prepared.completion_budget,
             sent: false,
             settled: false,
         };
@@ -199,10 +202,7 @@ impl<R: Runtime> Client<R> {
             attempts,
             waited_ms,
         } = done;
-        let used = completion
-            .usage
-            .map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX));
-        permit.settle(used);
+        permit.settle(completion.usage.as_ref());
         let mut response = self.respond(completion, self.inner.runtime.now_ms() - started);
         response.attempts = attempts;
         response.waited_ms = waited_ms;
@@ -225,7 +225,7 @@ impl<R: Runtime> Client<R> {
         let mut waited_ms = 0.0;
         let mut failures = 0u32;
         loop {
-            let mut permit = self.admit(prepared.tokens, &mut waited_ms).await;
+            let mut permit = self.admit(prepared, &mut waited_ms).await;
             let started = runtime.now_ms();
             permit.sent = true;
             let outcome =
@@ -396,17 +396,22 @@ struct Attempted<T> {
 struct Permit {
     limiter: Rc<RefCell<RateLimiter>>,
     reservation: Reservation,
+    completion_budget: u32,
     sent: bool,
     settled: bool,
 }
 
 impl Permit {
-    fn settle(&mut self, actual_tokens: Option<u32>) {
+    /// Reconciles the reservation with what the server charged for `usage` (see
+    /// [`charged_tokens`]); with no usage reported, the estimate stands.
+    fn settle(&mut self, usage: Option<&Usage>) {
         if !self.settled {
             self.settled = true;
+            let charged = usage
+                .map(|u| charged_tokens(u.prompt_tokens, u.total_tokens, self.completion_budget));
             self.limiter
                 .borrow_mut()
-                .reconcile(&self.reservation, actual_tokens);
+                .reconcile(&self.reservation, charged);
         }
     }
 }
@@ -493,11 +498,7 @@ impl<R: Runtime> CompletionStream<R> {
             response.attempts = self.attempts;
             response.waited_ms = self.waited_ms;
             if let Some(mut permit) = self.permit.take() {
-                permit.settle(
-                    response
-                        .usage
-                        .map(|u| u32::try_from(u.total_tokens).unwrap_or(u32::MAX)),
-                );
+                permit.settle(response.usage.as_ref());
             }
             if delta.is_empty() {
                 return Some(Ok(StreamEvent::Done(Box::new(response))));

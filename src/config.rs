@@ -304,24 +304,9 @@ impl Serialize for Secret {
     }
 }
 
-/// A provider's request budget (the design's `RateLimitConfig`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimitConfig {
-    /// Requests per minute, at least 1 (default 60).
-    pub requests_per_minute: u32,
-    /// Tokens per minute, at least 1 (default 90,000).
-    pub tokens_per_minute: u32,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            requests_per_minute: 60,
-            tokens_per_minute: 90_000,
-        }
-    }
-}
+/// A provider's request budget (the design's `RateLimitConfig`): the limiter's own
+/// [`RateLimits`](crate::rate_limit::RateLimits), read from the configuration as it is.
+pub type RateLimitConfig = crate::rate_limit::RateLimits;
 
 impl RateLimitConfig {
     /// Both limits must be at least 1.

@@ -83,6 +83,6 @@ pub use client::{CallOptions, Client, CompletionStream, StreamEvent};
 pub use config::{GenerationConfig, LlmConfig, ProviderConfig, ProviderKind, RateLimitConfig};
 pub use error::{Error, Result};
 pub use manager::{BatchOptions, BatchProgress, ProviderManager, ProviderStatus};
-pub use rate_limit::{RateLimitStatus, RateLimiter};
+pub use rate_limit::{RateLimitStatus, RateLimiter, RequestRefill};
 pub use runtime::Runtime;
 pub use thinking::{extract_thinking, ThinkingExtractor, ThinkingStream};

@@ -4,8 +4,10 @@
 //! [`RateLimiter`] schedules each call before it is sent: [`RateLimiter::reserve`] commits
 //! one request and an estimate of its tokens at once and answers how long the caller must
 //! wait, so concurrent callers get distinct, first-come-first-served start times and nobody
-//! polls. Requests obey an exact sliding window (never more than the limit in any 60 s);
-//! tokens a continuously refilling bucket that may go into debt. Both adapt to what the
+//! polls. Requests obey an exact sliding window (never more than the limit in any 60 s) or,
+//! when so configured, a continuously refilling bucket as OpenAI's own
+//! ([`RequestRefill`]); tokens always a continuously refilling bucket that may go into
+//! debt. Both adapt to what the
 //! server reports (`x-ratelimit-*`, `retry-after`, 429s), always toward the more restrictive
 //! figure. Every decision is O(1) (amortized); memory is one float per request started in the
 //! last minute or still queued.
@@ -39,16 +41,45 @@ const MAX_PAUSES: usize = 64;
 /// to well under a millisecond.
 const MAX_TIME_MS: f64 = 9_007_199_254_740_992.0;
 
-/// The configured limits of one provider.
+/// A provider's budget: the limits and how the request limit refills (the design's
+/// `RateLimitConfig`, deserialized from the configuration as it is).
 ///
-/// Both are at least 1 where they are validated (the configuration); the limiter also clamps
-/// a 0 to 1 rather than dividing by it.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Both limits are at least 1 where they are validated (the configuration); the limiter
+/// also clamps a 0 to 1 rather than dividing by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
-    /// Requests that may start in any 60-second window.
+    /// Requests per minute, at least 1 (default 60).
     pub requests_per_minute: u32,
-    /// Tokens (prompt plus completion) per minute.
+    /// Tokens (prompt plus completion) per minute, at least 1 (default 90,000).
     pub tokens_per_minute: u32,
+    /// How the request limit refills (default [`RequestRefill::Window`]).
+    pub requests_refill: RequestRefill,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            requests_per_minute: 60,
+            tokens_per_minute: 90_000,
+            requests_refill: RequestRefill::Window,
+        }
+    }
+}
+
+/// How the requests-per-minute limit is enforced: what "N requests per minute" promises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestRefill {
+    /// An exact sliding window: no 60-second window ever holds more than N starts. The
+    /// strict reading, safe against any server; but a server that refills continuously
+    /// would have taken up to twice as many in a minute that follows a burst.
+    #[default]
+    Window,
+    /// A bucket of N requests, full at first, refilling continuously at N per minute: the
+    /// way OpenAI and Azure OpenAI enforce their limits. A burst of N, then one request
+    /// every 60/N s; a minute that follows an idle one may hold up to 2N starts.
+    Continuous,
 }
 
 /// One reserved request: when it may start and what it was charged.
@@ -121,7 +152,7 @@ pub struct RateLimitStatus {
 /// use llm_distiller::http::Headers;
 /// use llm_distiller::rate_limit::{RateLimiter, RateLimits};
 ///
-/// let mut limiter = RateLimiter::new(RateLimits { requests_per_minute: 2, tokens_per_minute: 10_000 });
+/// let mut limiter = RateLimiter::new(RateLimits { requests_per_minute: 2, tokens_per_minute: 10_000, ..Default::default() });
 /// let now = 1_700_000_000_000.0; // the caller's clock, in ms since the Unix epoch
 /// let first = limiter.reserve(now, 100);
 /// let second = limiter.reserve(now, 100);
@@ -139,10 +170,13 @@ pub struct RateLimitStatus {
 ///
 /// # The model
 ///
-/// * Requests: the start times of the last minute's reservations are kept in order;
-///   a new one starts no earlier than 60 s after the `effective_rpm`-th previous one, so no
-///   60-second window ever holds more than `effective_rpm` starts. This is stricter than
-///   the server's own bucket (which allows bursts), hence safe.
+/// * Requests, [`RequestRefill::Window`] (the default): the start times of the last
+///   minute's reservations are kept in order; a new one starts no earlier than 60 s after
+///   the `effective_rpm`-th previous one, so no 60-second window ever holds more than
+///   `effective_rpm` starts. This is stricter than the server's own bucket, hence safe,
+///   but once requests bind it admits about half of what the server would.
+/// * Requests, [`RequestRefill::Continuous`]: a bucket like the tokens' below, of
+///   `effective_rpm` requests, each reservation taking one; it mirrors the server's.
 /// * Tokens: a bucket of `effective_tpm` tokens, starting full, refilling continuously at
 ///   `effective_tpm` per minute. A reservation takes its tokens at its start time and may
 ///   drive the level below zero (debt); its start is when the level covers it. A
@@ -171,9 +205,13 @@ pub struct RateLimiter {
     starts: VecDeque<f64>,
     /// The start time of the latest reservation: later ones never start earlier.
     last_start_ms: f64,
-    /// The bucket's level, in tokens, at `bucket_ms`; at most the capacity, may be negative.
-    level: f64,
-    /// The time `level` refers to: the latest reservation's start, or later after a block.
+    /// The token bucket's level, in tokens, at `bucket_ms`.
+    level: Level,
+    /// With [`RequestRefill::Continuous`], the request bucket's level at `bucket_ms` (in
+    /// window mode it stays full, unused).
+    requests_level: Level,
+    /// The time `level` and `requests_level` refer to: the latest reservation's start, or
+    /// later after a block.
     bucket_ms: f64,
     /// Nothing starts before this time (`0`: never blocked, as times are never negative).
     blocked_until_ms: f64,
@@ -186,6 +224,70 @@ pub struct RateLimiter {
     /// Recent pauses, oldest first, for [`RateLimiter::blocked_for`] to move the
     /// reservations they postponed.
     pauses: VecDeque<Pause>,
+}
+
+/// Where [`RateLimiter::schedule`] puts a reservation.
+struct Scheduled {
+    start: f64,
+    /// The token bucket's level right after the reservation took its tokens.
+    level: Level,
+    /// The request bucket's, right after it took its request.
+    requests_level: Level,
+}
+
+/// A bucket's level as the limiter knows it, twice: by its own bookkeeping, and by the
+/// server's latest `x-ratelimit-remaining-*` figure carried forward the same way. The
+/// lower of the two is what may be spent.
+///
+/// Both tracks refill, spend and get refunds alike; an observation replaces the server
+/// track rather than lowering the own one for good. A figure can only be pinned to the
+/// limiter's reservations by assuming the server saw them in order, and concurrent requests
+/// overtake each other: with a running minimum every pessimistic guess would stay, costing
+/// throughput for the rest of the run, whereas the next observation corrects a replaced one.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    own: f64,
+    server: f64,
+}
+
+impl Level {
+    /// Full: both tracks at the capacity (with no figure yet, the server's is the capacity).
+    fn full(capacity: f64) -> Level {
+        Level {
+            own: capacity,
+            server: capacity,
+        }
+    }
+
+    /// What may be spent: at most the capacity, negative when in debt.
+    fn value(&self) -> f64 {
+        self.own.min(self.server)
+    }
+
+    /// The level `elapsed` ms later, refilled at `rate` up to `capacity`.
+    fn refilled(self, elapsed: f64, rate: f64, capacity: f64) -> Level {
+        Level {
+            own: (self.own + elapsed * rate).min(capacity),
+            server: (self.server + elapsed * rate).min(capacity),
+        }
+    }
+
+    fn take(&mut self, amount: f64) {
+        self.own -= amount;
+        self.server -= amount;
+    }
+
+    /// Gives `amount` back (a negative amount charges it), up to `capacity`.
+    fn give(&mut self, amount: f64, capacity: f64) {
+        self.own = (self.own + amount).min(capacity);
+        self.server = (self.server + amount).min(capacity);
+    }
+
+    /// A lower capacity: neither track above it.
+    fn clamp(&mut self, capacity: f64) {
+        self.own = self.own.min(capacity);
+        self.server = self.server.min(capacity);
+    }
 }
 
 /// A server block that postponed every reservation not yet due when it arrived.
@@ -207,6 +309,7 @@ impl RateLimiter {
         let configured = RateLimits {
             requests_per_minute: limits.requests_per_minute.max(1),
             tokens_per_minute: limits.tokens_per_minute.max(1),
+            requests_refill: limits.requests_refill,
         };
         RateLimiter {
             configured,
@@ -217,7 +320,8 @@ impl RateLimiter {
             clock_ms: 0.0,
             starts: VecDeque::new(),
             last_start_ms: 0.0,
-            level: f64::from(configured.tokens_per_minute),
+            level: Level::full(f64::from(configured.tokens_per_minute)),
+            requests_level: Level::full(f64::from(configured.requests_per_minute)),
             bucket_ms: 0.0,
             blocked_until_ms: 0.0,
             in_flight: 0,
@@ -239,10 +343,15 @@ impl RateLimiter {
         self.forget_stale_starts(now);
         self.forget_settled_pauses(now);
         let tokens = tokens.min(self.effective_tpm());
-        let (start, level) = self.schedule(now, tokens);
+        let Scheduled {
+            start,
+            level,
+            requests_level,
+        } = self.schedule(now, tokens);
         self.starts.push_back(start);
         self.last_start_ms = start;
         self.level = level;
+        self.requests_level = requests_level;
         self.bucket_ms = start;
         self.in_flight = self.in_flight.saturating_add(1);
         self.in_flight_tokens = self.in_flight_tokens.saturating_add(u64::from(tokens));
@@ -287,16 +396,21 @@ impl RateLimiter {
         self.end_in_flight(reservation);
         if let Some(actual) = actual_tokens {
             let refund = f64::from(reservation.tokens) - f64::from(actual);
-            self.level = (self.level + refund).min(self.capacity());
+            self.level.give(refund, self.capacity());
         }
     }
 
     /// The request of `reservation` was never sent: gives its tokens back and ends its
-    /// in-flight accounting. Its slot in the request window is not given back (that would
-    /// need a search of the window); the limiter errs on the safe side by one request.
+    /// in-flight accounting. With [`RequestRefill::Continuous`] its request goes back to
+    /// the bucket too; its slot in an exact window is not given back (that would need a
+    /// search of the window): the limiter errs on the safe side by one request.
     pub fn cancel(&mut self, reservation: &Reservation) {
         self.end_in_flight(reservation);
-        self.level = (self.level + f64::from(reservation.tokens)).min(self.capacity());
+        self.level
+            .give(f64::from(reservation.tokens), self.capacity());
+        if self.configured.requests_refill == RequestRefill::Continuous {
+            self.requests_level.give(1.0, self.requests_capacity());
+        }
     }
 
     /// Adapts to a response's headers (of any status), ignoring values that are absent,
@@ -307,11 +421,13 @@ impl RateLimiter {
     ///   drops, the bucket's level drops with it.
     /// * `x-ratelimit-remaining-tokens` R: with `own`, the reservation of the request this
     ///   response answers, R was the server's figure when that request arrived, so the
-    ///   bucket's level becomes at most R, plus the refill since the request started,
-    ///   minus the tokens of every reservation made after it (the server had not counted
-    ///   those). Without `own`, at most R minus every token still in flight (the server may
-    ///   not have counted them), which is more conservative.
-    /// * `x-ratelimit-remaining-requests` 0: the limiter pauses until now plus
+    ///   server's level is R, plus the refill since the request started, minus the tokens
+    ///   of every reservation made after it (the server had not counted those). Without
+    ///   `own`, R minus every token still in flight (the server may not have counted them),
+    ///   which is more conservative. That figure replaces the previous one; the bucket
+    ///   spends the lower of it and the limiter's own bookkeeping.
+    /// * `x-ratelimit-remaining-requests` R: with [`RequestRefill::Continuous`], the same
+    ///   for the request bucket. In window mode, R = 0 pauses the limiter until now plus
     ///   `x-ratelimit-reset-requests` (a Go duration, [`parse_reset_duration_ms`]), or one
     ///   request interval (60 s / effective limit) when that is absent or nonsense.
     /// * Status 429 with `retry-after-ms` or `retry-after`: the limiter pauses for that
@@ -338,13 +454,15 @@ impl RateLimiter {
         self.forget_settled_pauses(now);
         let found = RateLimitHeaders::find(headers);
         if let Some(limit) = found.limit_requests.and_then(parse_u32).filter(|v| *v > 0) {
+            self.refill_to(now);
             self.api_limit_requests = Some(limit);
+            self.requests_level.clamp(self.requests_capacity());
         }
         if let Some(limit) = found.limit_tokens.and_then(parse_u32).filter(|v| *v > 0) {
             // Refill at the old rate up to now before the rate changes.
             self.refill_to(now);
             self.api_limit_tokens = Some(limit);
-            self.level = self.level.min(self.capacity());
+            self.level.clamp(self.capacity());
         }
         if let Some(remaining) = found.remaining_tokens.and_then(parse_u32) {
             self.api_remaining_tokens = Some(remaining);
@@ -365,11 +483,29 @@ impl RateLimiter {
                     f64::from(remaining) - self.in_flight_tokens as f64 + ahead
                 }
             };
-            self.level = self.level.min(bound);
+            self.level.server = bound.min(self.capacity());
         }
         if let Some(remaining) = found.remaining_requests.and_then(parse_u32) {
             self.api_remaining_requests = Some(remaining);
-            if remaining == 0 {
+            if self.configured.requests_refill == RequestRefill::Continuous {
+                // As for tokens: the server's bucket held R when this request arrived;
+                // those reserved after it were not counted, and the bucket refilled since.
+                // Its reset is when the bucket will be full again, which the continuous
+                // refill models already: no pause for R = 0.
+                self.refill_to(now);
+                let bound = match own {
+                    Some(own) => {
+                        let after = self.next_id.wrapping_sub(own.id).saturating_sub(1);
+                        let since = (self.bucket_ms - own.start_at_ms.min(now)).max(0.0);
+                        f64::from(remaining) - after as f64 + since * self.requests_rate()
+                    }
+                    None => {
+                        let ahead = (self.bucket_ms - now) * self.requests_rate();
+                        f64::from(remaining) - f64::from(self.in_flight) + ahead
+                    }
+                };
+                self.requests_level.server = bound.min(self.requests_capacity());
+            } else if remaining == 0 {
                 // A reset that is missing or nonsense still leaves "no requests remaining":
                 // wait one request interval then.
                 let wait = found
@@ -400,15 +536,17 @@ impl RateLimiter {
         // The level at `now`: refilled up to it, or, when reservations are queued beyond
         // it, the later level minus the refill still to come.
         let level_now = if self.bucket_ms <= now {
-            (self.level + (now - self.bucket_ms) * self.rate()).min(capacity)
+            self.level
+                .refilled(now - self.bucket_ms, self.rate(), capacity)
+                .value()
         } else {
             // Reservations queued beyond `now` have spent the refill up to the latest start
             // already; the bucket's time may lie further on after a block, which spends
             // nothing.
             let spent_until = self.last_start_ms.max(now).min(self.bucket_ms);
-            self.level - (spent_until - now) * self.rate()
+            self.level.value() - (spent_until - now) * self.rate()
         };
-        let (next_start, _) = self.schedule(now, 1);
+        let next_start = self.schedule(now, 1).start;
         RateLimitStatus {
             requests_per_minute: u32::try_from(started_by_now - started_before_window)
                 .unwrap_or(u32::MAX),
@@ -452,6 +590,16 @@ impl RateLimiter {
         self.capacity() / WINDOW_MS
     }
 
+    /// The request bucket's capacity ([`RequestRefill::Continuous`]).
+    fn requests_capacity(&self) -> f64 {
+        f64::from(self.effective_rpm())
+    }
+
+    /// The request bucket's refill rate, in requests per millisecond (never zero).
+    fn requests_rate(&self) -> f64 {
+        self.requests_capacity() / WINDOW_MS
+    }
+
     /// `now_ms` when it is a usable time not before the clock, else the clock.
     fn clock_at(&self, now_ms: f64) -> f64 {
         if now_ms > self.clock_ms && now_ms <= MAX_TIME_MS {
@@ -468,26 +616,59 @@ impl RateLimiter {
     }
 
     /// When a request for `tokens` (at most the capacity) reserved at `now` would start,
-    /// and the bucket's level right after it took its tokens. Pure: `reserve` commits it.
-    fn schedule(&self, now: f64, tokens: u32) -> (f64, f64) {
-        let mut start = now.max(self.last_start_ms).max(self.blocked_until_ms);
-        let rpm = self.effective_rpm() as usize;
-        if let Some(index) = self.starts.len().checked_sub(rpm) {
-            // A request due before a pause was observed may still have been held by it (its
-            // caller's timer fired late): count it as starting when the block ended.
-            let oldest = self.starts[index].max(self.blocked_until_ms);
-            start = start.max(at_least_after(oldest, WINDOW_MS));
-        }
-        let start = start.max(self.bucket_ms);
-        let capacity = self.capacity();
-        let level = (self.level + (start - self.bucket_ms) * self.rate()).min(capacity);
-        let tokens = f64::from(tokens);
-        if level >= tokens {
-            (start, level - tokens)
+    /// and the buckets' levels right after it took its share. Pure: `reserve` commits it.
+    fn schedule(&self, now: f64, tokens: u32) -> Scheduled {
+        let mut start = now
+            .max(self.last_start_ms)
+            .max(self.blocked_until_ms)
+            .max(self.bucket_ms);
+        let continuous = self.configured.requests_refill == RequestRefill::Continuous;
+        let requests_rate = self.requests_rate();
+        let requests_capacity = self.requests_capacity();
+        let requests_level_at = |t: f64| {
+            self.requests_level
+                .refilled(t - self.bucket_ms, requests_rate, requests_capacity)
+        };
+        if continuous {
+            let level = requests_level_at(start).value();
+            if level < 1.0 {
+                start += (1.0 - level) / requests_rate;
+            }
         } else {
+            let rpm = self.effective_rpm() as usize;
+            if let Some(index) = self.starts.len().checked_sub(rpm) {
+                // A request due before a pause was observed may still have been held by it
+                // (its caller's timer fired late): count it as starting when the block ended.
+                let oldest = self.starts[index].max(self.blocked_until_ms);
+                start = start.max(at_least_after(oldest, WINDOW_MS));
+            }
+        }
+        let (capacity, rate) = (self.capacity(), self.rate());
+        let tokens = f64::from(tokens);
+        let available = self
+            .level
+            .refilled(start - self.bucket_ms, rate, capacity)
+            .value();
+        if available < tokens {
             // The level reaches `tokens` (at most the capacity, so no clamping interferes)
-            // after this long; the reservation then leaves it at exactly 0.
-            (start + (tokens - level) / self.rate(), 0.0)
+            // after this long; the reservation then leaves it at 0.
+            start += (tokens - available) / rate;
+        }
+        let mut level = self.level.refilled(start - self.bucket_ms, rate, capacity);
+        level.take(tokens);
+        // The request bucket's level only matters when it refills continuously; in window
+        // mode it stays at its capacity, untouched.
+        let requests_level = if continuous {
+            let mut requests_level = requests_level_at(start);
+            requests_level.take(1.0);
+            requests_level
+        } else {
+            self.requests_level
+        };
+        Scheduled {
+            start,
+            level,
+            requests_level,
         }
     }
 
@@ -509,10 +690,16 @@ impl RateLimiter {
         }
     }
 
-    /// Brings the bucket's time up to `now` when it lags behind, refilling it.
+    /// Brings the buckets' time up to `now` when it lags behind, refilling them.
     fn refill_to(&mut self, now: f64) {
         if self.bucket_ms < now {
-            self.level = (self.level + (now - self.bucket_ms) * self.rate()).min(self.capacity());
+            let elapsed = now - self.bucket_ms;
+            self.level = self.level.refilled(elapsed, self.rate(), self.capacity());
+            self.requests_level = self.requests_level.refilled(
+                elapsed,
+                self.requests_rate(),
+                self.requests_capacity(),
+            );
             self.bucket_ms = now;
         }
     }
@@ -711,6 +898,23 @@ fn parse_unsigned_decimal(text: &str) -> Option<f64> {
         return None;
     }
     text.parse().ok()
+}
+
+/// What a finished request cost against the server's token budget, for
+/// [`RateLimiter::reconcile`], from the usage it reported.
+///
+/// OpenAI and Azure OpenAI count a request when it arrives, as its prompt plus the
+/// completion tokens it allows (`max_tokens`, here `completion_budget`), and give back
+/// nothing a shorter answer leaves unused. So the real prompt count replaces the estimate,
+/// while the completion's budget stays charged; a usage above both (an answer longer than
+/// the budget assumed for a request without `max_tokens`) counts as it is. Refunding the
+/// unused completion would have the limiter believe in tokens the server no longer has.
+/// Saturates at `u32::MAX`.
+pub fn charged_tokens(prompt_tokens: u64, total_tokens: u64, completion_budget: u32) -> u32 {
+    let charged = prompt_tokens
+        .saturating_add(u64::from(completion_budget))
+        .max(total_tokens);
+    u32::try_from(charged).unwrap_or(u32::MAX)
 }
 
 /// A conservative estimate of a chat request's prompt tokens, for [`RateLimiter::reserve`]

@@ -555,7 +555,7 @@ fn a_batch_with_an_invalid_config_or_provider_fails_as_a_whole() {
 #[test]
 fn token_budget_paces_a_batch() {
     // 1000 tokens per minute; each request reserves its prompt estimate + 100 max_tokens
-    // and really uses 30 (the scripted usage), which is given back.
+    // and is charged 10 + 100 (the scripted prompt usage plus its max_tokens).
     let sim = Sim::always(Reply::completion("ok"));
     let manager = one_openai(&sim, 10_000, 1_000);
     let config = GenerationConfig {
@@ -591,6 +591,26 @@ fn token_budget_paces_a_batch() {
         times.iter().cloned().fold(0.0, f64::max) > 0.0,
         "the rest waited for the refill"
     );
+}
+
+#[test]
+fn a_finished_call_is_charged_its_real_prompt_plus_its_max_tokens() {
+    // The scripted usage: 10 prompt tokens, 20 completion tokens. The server counted the
+    // 100 max_tokens when the request arrived and gives none back: neither does the limiter.
+    let sim = Sim::always(Reply::completion("ok").latency(0.0));
+    let manager = one_openai(&sim, 1000, 1_000_000);
+    let config = GenerationConfig {
+        max_tokens: Some(100),
+        ..GenerationConfig::default()
+    };
+    let prompt = Prompt::from("x".repeat(400)); // estimated at 100 + 4 + 3 prompt tokens
+    sim.run(manager.generate(&prompt, &config, None, &no_options()))
+        .expect("answer");
+    let status = manager.provider_status()[0].rate_limiter.clone().unwrap();
+    assert_eq!(status.in_flight, 0);
+    // In use at the fake clock's time: 110 tokens, less the refill over the call (none:
+    // the scripted server answers at once).
+    assert_eq!(status.tokens_per_minute, 110);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use llm_distiller::config::{
     GenerationConfig, LlmConfig, ProviderConfig, ProviderKind, RateLimitConfig, Secret,
 };
 use llm_distiller::provider::Provider;
+use llm_distiller::rate_limit::RequestRefill;
 use llm_distiller::Error;
 use serde_json::json;
 
@@ -100,8 +101,17 @@ fn provider_defaults_and_rate_limit_defaults() {
         p.rate_limit,
         RateLimitConfig {
             requests_per_minute: 60,
-            tokens_per_minute: 90_000
+            tokens_per_minute: 90_000,
+            ..Default::default()
         }
+    );
+    assert_eq!(p.rate_limit.requests_refill, RequestRefill::Window);
+    let continuous =
+        r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_refill":"continuous"}}}}"#;
+    let config = LlmConfig::from_json(continuous).unwrap();
+    assert_eq!(
+        config.provider("p").unwrap().rate_limit.requests_refill,
+        RequestRefill::Continuous
     );
     assert_eq!(p.timeout_ms, 60_000);
     assert_eq!(p.retry.max_retries, 3);
@@ -153,6 +163,10 @@ fn invalid_configurations_name_the_field_and_the_problem() {
         (
             r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_per_minut":5}}}}"#,
             "providers.p.rate_limit.requests_per_minut",
+        ),
+        (
+            r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_refill":"bucket"}}}}"#,
+            "providers.p.rate_limit.requests_refill",
         ),
         (
             r#"{"providers":{"p":{"type":"openai","api_verison":"x"}}}"#,

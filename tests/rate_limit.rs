@@ -4,7 +4,8 @@
 
 use llm_distiller::http::Headers;
 use llm_distiller::rate_limit::{
-    estimate_prompt_tokens, parse_reset_duration_ms, RateLimiter, RateLimits, Reservation,
+    estimate_prompt_tokens, parse_reset_duration_ms, RateLimiter, RateLimits, RequestRefill,
+    Reservation,
 };
 use proptest::prelude::*;
 
@@ -16,6 +17,16 @@ fn limiter(requests_per_minute: u32, tokens_per_minute: u32) -> RateLimiter {
     RateLimiter::new(RateLimits {
         requests_per_minute,
         tokens_per_minute,
+        requests_refill: RequestRefill::Window,
+    })
+}
+
+/// A limiter whose request limit refills continuously, as OpenAI's does.
+fn continuous(requests_per_minute: u32, tokens_per_minute: u32) -> RateLimiter {
+    RateLimiter::new(RateLimits {
+        requests_per_minute,
+        tokens_per_minute,
+        requests_refill: RequestRefill::Continuous,
     })
 }
 
@@ -48,6 +59,26 @@ fn window_holds(starts: &[f64], limit: usize) -> Result<(), String> {
                 k - limit,
                 limit + 1
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the ascending `starts` conform to a bucket of `limit` requests, full at first,
+/// refilling at `limit` per minute: no span from start `i` to start `j` holds more than
+/// the capacity plus the refill over that span.
+fn bucket_holds(starts: &[f64], limit: u32) -> Result<(), String> {
+    let rate = f64::from(limit) / MINUTE;
+    for i in 0..starts.len() {
+        for j in i..starts.len() {
+            let count = (j - i + 1) as f64;
+            let allowed = f64::from(limit) + (starts[j] - starts[i]) * rate + 1e-6;
+            if count > allowed {
+                return Err(format!(
+                    "{count} starts from {} to {}: a bucket of {limit} allows {allowed}",
+                    starts[i], starts[j]
+                ));
+            }
         }
     }
     Ok(())
@@ -105,6 +136,107 @@ fn arrivals_faster_than_the_limit_queue_in_order() {
         starts.push(r.start_at_ms);
     }
     window_holds(&starts, 60).unwrap();
+}
+
+#[test]
+fn continuous_requests_burst_then_one_per_interval() {
+    let mut limiter = continuous(60, 1_000_000);
+    let starts: Vec<f64> = (0..200)
+        .map(|i| {
+            let r = limiter.reserve(T0, 10);
+            // The first 60 go at once, then one a second: the bucket refills continuously.
+            let expected = (i as f64 - 59.0).max(0.0) * 1000.0;
+            assert_close(r.wait_ms, expected);
+            r.start_at_ms
+        })
+        .collect();
+    bucket_holds(&starts, 60).unwrap();
+    // Nearly twice what the window mode allows in the first minute: the point of this mode.
+    let first_minute = starts.iter().filter(|&&s| s < T0 + MINUTE).count();
+    assert_eq!(first_minute, 60 + 59);
+    // After a minute with nothing reserved, the bucket is full again.
+    let idle = starts[199] + MINUTE;
+    for _ in 0..60 {
+        assert_close(limiter.reserve(idle, 10).wait_ms, 0.0);
+    }
+    assert_close(limiter.reserve(idle, 10).wait_ms, 1000.0);
+}
+
+#[test]
+fn continuous_requests_follow_the_servers_remaining_count() {
+    // With its own reservation: the server counted it and those before it.
+    let mut limiter = continuous(60, 1_000_000);
+    let first = limiter.reserve(T0, 10);
+    for _ in 0..9 {
+        limiter.reserve(T0, 10);
+    }
+    let reset = ("x-ratelimit-reset-requests", "20s");
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-remaining-requests", "40"), reset]),
+        200,
+        Some(&first),
+    );
+    // 40 remained when the first arrived; 9 more were reserved after it: 31 go at once.
+    for _ in 0..31 {
+        assert_close(limiter.reserve(T0, 10).wait_ms, 0.0);
+    }
+    assert_close(limiter.reserve(T0, 10).wait_ms, 1000.0);
+
+    // Without one, everything in flight may be uncounted: 40 - 10.
+    let mut limiter = continuous(60, 1_000_000);
+    for _ in 0..10 {
+        limiter.reserve(T0, 10);
+    }
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-remaining-requests", "40")]),
+        200,
+        None,
+    );
+    for _ in 0..30 {
+        assert_close(limiter.reserve(T0, 10).wait_ms, 0.0);
+    }
+    assert_close(limiter.reserve(T0, 10).wait_ms, 1000.0);
+
+    // None remaining, full again in 60 s (OpenAI's reset): one interval, not the reset.
+    let mut limiter = continuous(60, 1_000_000);
+    let last = (0..60).map(|_| limiter.reserve(T0, 10)).last().unwrap();
+    limiter.observe(
+        T0 + 100.0,
+        &headers(&[
+            ("x-ratelimit-remaining-requests", "0"),
+            ("x-ratelimit-reset-requests", "60s"),
+        ]),
+        200,
+        Some(&last),
+    );
+    assert_eq!(blocked_ms(&limiter, T0 + 100.0), None);
+    assert_close(limiter.reserve(T0 + 100.0, 10).wait_ms, 900.0);
+}
+
+#[test]
+fn continuous_requests_adapt_to_a_lower_server_limit_and_cancel_gives_back() {
+    let mut limiter = continuous(120, 1_000_000);
+    limiter.observe(
+        T0,
+        &headers(&[("x-ratelimit-limit-requests", "60")]),
+        200,
+        None,
+    );
+    for _ in 0..60 {
+        assert_close(limiter.reserve(T0, 10).wait_ms, 0.0);
+    }
+    let queued = limiter.reserve(T0, 10);
+    assert_close(queued.wait_ms, 1000.0);
+    assert_eq!(limiter.status(T0).effective_requests_per_minute, 60);
+
+    let mut limiter = continuous(2, 1_000_000);
+    limiter.reserve(T0, 10);
+    let unsent = limiter.reserve(T0, 10);
+    limiter.cancel(&unsent);
+    assert_close(limiter.reserve(T0, 10).wait_ms, 0.0);
+    assert_close(limiter.reserve(T0, 10).wait_ms, 30_000.0);
 }
 
 #[test]
@@ -455,6 +587,22 @@ fn azure_remaining_tokens_clamp_the_bucket() {
         None,
     );
     assert_close(limiter.reserve(T0, 2000).wait_ms, 9000.0);
+}
+
+#[test]
+fn the_latest_remaining_figure_replaces_earlier_ones() {
+    // Concurrent requests overtake each other on their way to the server, so a figure may be
+    // pessimistic; the next one corrects it rather than the lowest staying for good.
+    let mut limiter = limiter(1000, 10_000);
+    let remaining = |n: &str| headers(&[("x-ratelimit-remaining-tokens", n)]);
+    limiter.observe(T0, &remaining("1000"), 200, None);
+    assert_eq!(limiter.status(T0).tokens_per_minute, 9000);
+    limiter.observe(T0, &remaining("10000"), 200, None);
+    assert_eq!(limiter.status(T0).tokens_per_minute, 0);
+    assert_close(limiter.reserve(T0, 10_000).wait_ms, 0.0);
+    // The limiter's own bookkeeping still bounds an optimistic figure.
+    limiter.observe(T0, &remaining("10000"), 200, None);
+    assert_close(limiter.reserve(T0, 6000).wait_ms, 36_000.0);
 }
 
 #[test]
@@ -856,12 +1004,49 @@ proptest! {
     fn the_sliding_window_and_token_budget_hold_for_any_arrivals(
         rpm in 1u32..20,
         tpm in 1u32..5000,
-        arrivals in proptest::collection::vec(
-            (0.0..120_000.0f64, 0u32..6000, proptest::option::of(0.0..70_000.0f64)),
-            1..150,
-        ),
+        arrivals in arrivals(),
     ) {
-        let mut limiter = limiter(rpm, tpm);
+        check_arrivals(RequestRefill::Window, rpm, tpm, arrivals)?;
+    }
+
+    #[test]
+    fn the_request_bucket_and_token_budget_hold_for_any_arrivals(
+        rpm in 1u32..20,
+        tpm in 1u32..5000,
+        arrivals in arrivals(),
+    ) {
+        check_arrivals(RequestRefill::Continuous, rpm, tpm, arrivals)?;
+    }
+}
+
+/// Arrivals for [`check_arrivals`]: a gap (below 30 s: the same instant), the tokens to
+/// reserve, and maybe a 429 with that `retry-after-ms` first.
+fn arrivals() -> impl Strategy<Value = Vec<(f64, u32, Option<f64>)>> {
+    proptest::collection::vec(
+        (
+            0.0..120_000.0f64,
+            0u32..6000,
+            proptest::option::of(0.0..70_000.0f64),
+        ),
+        1..150,
+    )
+}
+
+/// Runs `arrivals` through a limiter of `rpm` and `tpm`, its callers checking the gate
+/// before they send, and checks what was sent against the request limit (an exact window
+/// or a bucket, as `refill` says) and the token budget.
+fn check_arrivals(
+    refill: RequestRefill,
+    rpm: u32,
+    tpm: u32,
+    arrivals: Vec<(f64, u32, Option<f64>)>,
+) -> Result<(), TestCaseError> {
+    let mut limiter = RateLimiter::new(RateLimits {
+        requests_per_minute: rpm,
+        tokens_per_minute: tpm,
+        requests_refill: refill,
+    });
+    {
         let mut now = T0;
         let mut last_scheduled = f64::NEG_INFINITY;
         // Callers asleep until they check the gate: (reservation, when they check).
@@ -880,14 +1065,22 @@ proptest! {
             let r = limiter.reserve(now, tokens);
             prop_assert!(r.start_at_ms >= now);
             prop_assert!(r.start_at_ms >= last_scheduled, "FIFO");
-            prop_assert_eq!(limiter.blocked_for(&r, r.start_at_ms), None, "reserve honours known blocks");
+            prop_assert_eq!(
+                limiter.blocked_for(&r, r.start_at_ms),
+                None,
+                "reserve honours known blocks"
+            );
             last_scheduled = r.start_at_ms;
             waiting.push((r, r.start_at_ms));
         }
         run_callers(&limiter, &mut waiting, &mut sent, f64::INFINITY)?;
         sent.sort_by(|a, b| a.0.total_cmp(&b.0));
         let starts: Vec<f64> = sent.iter().map(|(at, _)| *at).collect();
-        if let Err(message) = window_holds(&starts, rpm as usize) {
+        let held = match refill {
+            RequestRefill::Window => window_holds(&starts, rpm as usize),
+            RequestRefill::Continuous => bucket_holds(&starts, rpm),
+        };
+        if let Err(message) = held {
             return Err(TestCaseError::fail(message));
         }
         // A token bucket admits at most its capacity plus a minute's refill in any minute.
@@ -900,6 +1093,7 @@ proptest! {
             prop_assert!(used <= budget, "{used} tokens within a minute of start {i}");
         }
     }
+    Ok(())
 }
 
 /// Wakes, in time order, every caller whose check is due before `before`: it asks the gate

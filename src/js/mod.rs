@@ -25,7 +25,7 @@ use crate::config::{from_json_text, GenerationConfig, LlmConfig};
 use crate::error::Error;
 use crate::http::Headers;
 use crate::manager::{BatchOptions, ProviderManager};
-use crate::rate_limit::{RateLimiter, RateLimits, Reservation};
+use crate::rate_limit::{RateLimiter, Reservation};
 use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
 use crate::wasm::{describe, WasmRuntime};
 
@@ -679,10 +679,7 @@ impl JsRateLimiter {
         let limits: crate::config::RateLimitConfig = from_js_or_default(limits, "limits")?;
         limits.validate("limits").map_err(|e| js_error(&e))?;
         Ok(JsRateLimiter {
-            inner: RateLimiter::new(RateLimits {
-                requests_per_minute: limits.requests_per_minute,
-                tokens_per_minute: limits.tokens_per_minute,
-            }),
+            inner: RateLimiter::new(limits),
         })
     }
 

@@ -50,6 +50,11 @@ export interface RateLimitConfig {
   requests_per_minute?: number;
   /** At least 1, default 90,000. */
   tokens_per_minute?: number;
+  /**
+   * `"window"` (default): never more than `requests_per_minute` starts in any 60 s.
+   * `"continuous"`: a bucket refilling continuously, as OpenAI and Azure enforce it.
+   */
+  requests_refill?: "window" | "continuous";
 }
 
 /** Retries and backoff. */
