@@ -4,7 +4,7 @@
 # overhead and the sizes, each against what users would pick instead. Installs what it needs
 # first (scripts/setup.sh --node, idempotent) and builds the package and the Worker.
 #
-#   scripts/bench.sh            # the full run, about 12 minutes; writes bench/RESULTS.md
+#   scripts/bench.sh            # the full run, about 7 minutes once built; writes bench/RESULTS.md
 #   scripts/bench.sh --quick    # fewer samples and a smaller batch; writes bench/RESULTS-quick.md
 #
 # The benchmarks run one after the other, never side by side; each prints Markdown, with its
