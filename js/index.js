@@ -13,4 +13,27 @@ if (inNode) {
   await init({ module_or_path: wasmUrl });
 }
 
-export const { ProviderManager, CompletionStream, ThinkingStream, RateLimiter, extractThinking } = api;
+export const { ProviderManager, CompletionStream, ThinkingStream, RateLimiter } = api;
+
+const encoder = new TextEncoder();
+
+/** Separates thinking from `text` (see the types). The text crosses into wasm as
+ * `TextEncoder`'s UTF-8, a native encode and one copy, rather than through the glue's
+ * loop over its characters. */
+export function extractThinking(text, separateReasoning) {
+  // The glue would hand anything else to wasm as a string and fail with a bare
+  // "memory access out of bounds".
+  if (typeof text !== "string") {
+    throw new TypeError(`extractThinking: text must be a string, got ${describe(text)}`);
+  }
+  if (separateReasoning != null && typeof separateReasoning !== "string") {
+    throw new TypeError(
+      `extractThinking: separateReasoning must be a string, null or undefined, got ${describe(separateReasoning)}`,
+    );
+  }
+  return api.extractThinkingUtf8(encoder.encode(text), separateReasoning);
+}
+
+function describe(value) {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+}

@@ -549,7 +549,23 @@ fn iterator_result(value: Option<JsValue>) -> JsValue {
 /// `reasoning_content`, which comes first.
 #[wasm_bindgen(js_name = extractThinking, skip_typescript)]
 pub fn extract_thinking(text: &str, separate_reasoning: Option<String>) -> JsValue {
-    let extracted = ThinkingExtractor::default().extract(text, separate_reasoning.as_deref());
+    extracted_to_js(ThinkingExtractor::default().extract(text, separate_reasoning.as_deref()))
+}
+
+/// `extractThinking` for text already encoded as UTF-8, which the package's entry passes
+/// from `TextEncoder.encode`: a native encode and one copy into wasm memory, instead of
+/// the glue's per-character loop. Not part of the typed API.
+#[wasm_bindgen(js_name = extractThinkingUtf8, skip_typescript)]
+pub fn extract_thinking_utf8(
+    text: &[u8],
+    separate_reasoning: Option<String>,
+) -> Result<JsValue, JsValue> {
+    let text = std::str::from_utf8(text)
+        .map_err(|e| js_error(&Error::config("text", format!("is not valid UTF-8: {e}"))))?;
+    Ok(extract_thinking(text, separate_reasoning))
+}
+
+fn extracted_to_js(extracted: crate::thinking::Extracted) -> JsValue {
     let object = Object::new();
     KEYS.with(|(content, thinking, _)| {
         let _ = Reflect::set(&object, content, &JsValue::from_str(&extracted.content));

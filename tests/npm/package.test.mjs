@@ -93,6 +93,16 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     const text = "<think>2 and 2 make 4.</think>\\nThe answer is 4.";
     const oneShot = extractThinking(text, "First, reasoning.");
     const plain = extractThinking("No thoughts here.");
+    const unicode = extractThinking("<think>😀 é \ud800</think> ß");
+    const wrongTypes = [[42], [null], ["text", 42]].map((args) => {
+      try {
+        extractThinking(...args);
+        return "no error";
+      } catch (error) {
+        return error instanceof TypeError ? error.message : \`\${error}\`;
+      }
+    });
+    const afterwards = extractThinking("<think>a</think>b");
 
     const stream = new ThinkingStream();
     let content = "";
@@ -114,7 +124,7 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     limiter.cancel(reservation);
 
     report({
-      oneShot, plain, streamed: { content, thinking, unclosed: stream.unclosed },
+      oneShot, plain, unicode, wrongTypes, afterwards, streamed: { content, thinking, unclosed: stream.unclosed },
       prefilled: { content: a.content + b.content + c.content, thinking: a.thinking + b.thinking + c.thinking, openBeforeClose },
       waits, reservation, status: limiter.status(1000),
     });
@@ -125,6 +135,14 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     unclosed: false,
   });
   assert.deepEqual(result.plain, { content: 'No thoughts here.', thinking: null, unclosed: false });
+  // A lone surrogate becomes U+FFFD, as any string crossing into wasm.
+  assert.deepEqual(result.unicode, { content: 'ß', thinking: '😀 é \ufffd', unclosed: false });
+  assert.deepEqual(result.wrongTypes, [
+    'extractThinking: text must be a string, got number',
+    'extractThinking: text must be a string, got null',
+    'extractThinking: separateReasoning must be a string, null or undefined, got number',
+  ]);
+  assert.deepEqual(result.afterwards, { content: 'b', thinking: 'a', unclosed: false });
   assert.deepEqual(result.streamed, {
     content: result.oneShot.content,
     thinking: result.oneShot.thinking,
