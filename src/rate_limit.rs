@@ -467,44 +467,35 @@ impl RateLimiter {
         if let Some(remaining) = found.remaining_tokens.and_then(parse_u32) {
             self.api_remaining_tokens = Some(remaining);
             self.refill_to(now);
-            // The server's figure is at `now`; the bucket's level may refer to a later time
-            // (queued reservations), by which the bucket refills further.
-            let bound = match own {
-                // The server counted this request, and all sent before it, when it arrived
-                // (about when it started): what was reserved after it is not in R, and
-                // the bucket refilled from then on.
-                Some(own) => {
-                    let after = self.reserved_total.saturating_sub(own.reserved_through);
-                    let since = (self.bucket_ms - own.start_at_ms.min(now)).max(0.0);
-                    f64::from(remaining) - after as f64 + since * self.rate()
-                }
-                None => {
-                    let ahead = (self.bucket_ms - now) * self.rate();
-                    f64::from(remaining) - self.in_flight_tokens as f64 + ahead
-                }
-            };
-            self.level.server = bound.min(self.capacity());
+            let uncounted = own.map_or(self.in_flight_tokens, |own| {
+                self.reserved_total.saturating_sub(own.reserved_through)
+            });
+            self.level.server = self.server_level(
+                now,
+                remaining,
+                own,
+                uncounted as f64,
+                self.rate(),
+                self.capacity(),
+            );
         }
         if let Some(remaining) = found.remaining_requests.and_then(parse_u32) {
             self.api_remaining_requests = Some(remaining);
             if self.configured.requests_refill == RequestRefill::Continuous {
-                // As for tokens: the server's bucket held R when this request arrived;
-                // those reserved after it were not counted, and the bucket refilled since.
-                // Its reset is when the bucket will be full again, which the continuous
-                // refill models already: no pause for R = 0.
+                // As for tokens. The reset is when the bucket will be full again, which the
+                // continuous refill models already: no pause for R = 0.
                 self.refill_to(now);
-                let bound = match own {
-                    Some(own) => {
-                        let after = self.next_id.wrapping_sub(own.id).saturating_sub(1);
-                        let since = (self.bucket_ms - own.start_at_ms.min(now)).max(0.0);
-                        f64::from(remaining) - after as f64 + since * self.requests_rate()
-                    }
-                    None => {
-                        let ahead = (self.bucket_ms - now) * self.requests_rate();
-                        f64::from(remaining) - f64::from(self.in_flight) + ahead
-                    }
-                };
-                self.requests_level.server = bound.min(self.requests_capacity());
+                let uncounted = own.map_or(u64::from(self.in_flight), |own| {
+                    self.next_id.wrapping_sub(own.id).saturating_sub(1)
+                });
+                self.requests_level.server = self.server_level(
+                    now,
+                    remaining,
+                    own,
+                    uncounted as f64,
+                    self.requests_rate(),
+                    self.requests_capacity(),
+                );
             } else if remaining == 0 {
                 // A reset that is missing or nonsense still leaves "no requests remaining":
                 // wait one request interval then.
@@ -564,6 +555,30 @@ impl RateLimiter {
             blocked_until_ms: (self.blocked_until_ms > now).then_some(self.blocked_until_ms),
             next_free_in_ms: next_start - now,
         }
+    }
+
+    /// The server's level at `bucket_ms`, from a `remaining` figure it sent at `now` (the
+    /// buckets refilled up to `now` already), for a bucket refilling at `rate` up to
+    /// `capacity`. The level may refer to a later time than `now` (queued reservations), by
+    /// which the bucket refills further.
+    ///
+    /// With `own`, the reservation of the request answered, the server counted it and every
+    /// request sent before it when it arrived, about when it started: `uncounted` is what was
+    /// reserved after it, and the refill counts from its start. Without, `uncounted` is
+    /// everything still in flight (the server may not have counted any of it), and the refill
+    /// counts from `now`.
+    fn server_level(
+        &self,
+        now: f64,
+        remaining: u32,
+        own: Option<&Reservation>,
+        uncounted: f64,
+        rate: f64,
+        capacity: f64,
+    ) -> f64 {
+        let counted_at = own.map_or(now, |own| own.start_at_ms.min(now));
+        let refill = (self.bucket_ms - counted_at).max(0.0) * rate;
+        (f64::from(remaining) - uncounted + refill).min(capacity)
     }
 
     /// The request limit in force.

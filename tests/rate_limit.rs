@@ -1046,52 +1046,50 @@ fn check_arrivals(
         tokens_per_minute: tpm,
         requests_refill: refill,
     });
-    {
-        let mut now = T0;
-        let mut last_scheduled = f64::NEG_INFINITY;
-        // Callers asleep until they check the gate: (reservation, when they check).
-        let mut waiting: Vec<(Reservation, f64)> = Vec::new();
-        // Requests sent: (when, tokens charged).
-        let mut sent: Vec<(f64, f64)> = Vec::new();
-        for (gap, tokens, block) in arrivals {
-            // Arrivals are ascending, some at the same instant; some responses are 429s.
-            now += if gap < 30_000.0 { 0.0 } else { gap - 30_000.0 };
-            // Callers due before this moment wake, check the gate and send or sleep again.
-            run_callers(&limiter, &mut waiting, &mut sent, now)?;
-            if let Some(block) = block {
-                let ms = block.to_string();
-                limiter.observe(now, &headers(&[("retry-after-ms", ms.as_str())]), 429, None);
-            }
-            let r = limiter.reserve(now, tokens);
-            prop_assert!(r.start_at_ms >= now);
-            prop_assert!(r.start_at_ms >= last_scheduled, "FIFO");
-            prop_assert_eq!(
-                limiter.blocked_for(&r, r.start_at_ms),
-                None,
-                "reserve honours known blocks"
-            );
-            last_scheduled = r.start_at_ms;
-            waiting.push((r, r.start_at_ms));
+    let mut now = T0;
+    let mut last_scheduled = f64::NEG_INFINITY;
+    // Callers asleep until they check the gate: (reservation, when they check).
+    let mut waiting: Vec<(Reservation, f64)> = Vec::new();
+    // Requests sent: (when, tokens charged).
+    let mut sent: Vec<(f64, f64)> = Vec::new();
+    for (gap, tokens, block) in arrivals {
+        // Arrivals are ascending, some at the same instant; some responses are 429s.
+        now += if gap < 30_000.0 { 0.0 } else { gap - 30_000.0 };
+        // Callers due before this moment wake, check the gate and send or sleep again.
+        run_callers(&limiter, &mut waiting, &mut sent, now)?;
+        if let Some(block) = block {
+            let ms = block.to_string();
+            limiter.observe(now, &headers(&[("retry-after-ms", ms.as_str())]), 429, None);
         }
-        run_callers(&limiter, &mut waiting, &mut sent, f64::INFINITY)?;
-        sent.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let starts: Vec<f64> = sent.iter().map(|(at, _)| *at).collect();
-        let held = match refill {
-            RequestRefill::Window => window_holds(&starts, rpm as usize),
-            RequestRefill::Continuous => bucket_holds(&starts, rpm),
-        };
-        if let Err(message) = held {
-            return Err(TestCaseError::fail(message));
-        }
-        // A token bucket admits at most its capacity plus a minute's refill in any minute.
-        let budget = 2.0 * f64::from(tpm) + 1e-6;
-        for i in 0..starts.len() {
-            let used: f64 = (i..starts.len())
-                .take_while(|&j| starts[j] - starts[i] <= MINUTE)
-                .map(|j| sent[j].1)
-                .sum();
-            prop_assert!(used <= budget, "{used} tokens within a minute of start {i}");
-        }
+        let r = limiter.reserve(now, tokens);
+        prop_assert!(r.start_at_ms >= now);
+        prop_assert!(r.start_at_ms >= last_scheduled, "FIFO");
+        prop_assert_eq!(
+            limiter.blocked_for(&r, r.start_at_ms),
+            None,
+            "reserve honours known blocks"
+        );
+        last_scheduled = r.start_at_ms;
+        waiting.push((r, r.start_at_ms));
+    }
+    run_callers(&limiter, &mut waiting, &mut sent, f64::INFINITY)?;
+    sent.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let starts: Vec<f64> = sent.iter().map(|(at, _)| *at).collect();
+    let held = match refill {
+        RequestRefill::Window => window_holds(&starts, rpm as usize),
+        RequestRefill::Continuous => bucket_holds(&starts, rpm),
+    };
+    if let Err(message) = held {
+        return Err(TestCaseError::fail(message));
+    }
+    // A token bucket admits at most its capacity plus a minute's refill in any minute.
+    let budget = 2.0 * f64::from(tpm) + 1e-6;
+    for i in 0..starts.len() {
+        let used: f64 = (i..starts.len())
+            .take_while(|&j| starts[j] - starts[i] <= MINUTE)
+            .map(|j| sent[j].1)
+            .sum();
+        prop_assert!(used <= budget, "{used} tokens within a minute of start {i}");
     }
     Ok(())
 }
