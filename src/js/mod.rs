@@ -255,6 +255,31 @@ pub struct JsProviderManager {
     inner: Rc<ProviderManager<WasmRuntime>>,
 }
 
+impl JsProviderManager {
+    /// One answer as a promise: reads the arguments, then runs `run` with them, abortable
+    /// by `options.signal`. Bad arguments reject the promise, as every failure of an async
+    /// call does.
+    fn answer<F, Fut>(
+        &self,
+        prompt: JsValue,
+        config: Option<Object>,
+        options: Option<Object>,
+        run: F,
+    ) -> Promise
+    where
+        F: FnOnce(Rc<ProviderManager<WasmRuntime>>, Prompt, GenerationConfig, CallOptions) -> Fut,
+        Fut: Future<Output = Result<LlmResponse, Error>> + 'static,
+    {
+        match call_arguments(prompt, config, options) {
+            Ok((prompt, config, call, signal)) => {
+                let answer = run(Rc::clone(&self.inner), prompt, config, call);
+                promise(async move { abortable(signal, answer).await })
+            }
+            Err(error) => Promise::reject(&error),
+        }
+    }
+}
+
 #[wasm_bindgen(js_class = ProviderManager)]
 impl JsProviderManager {
     /// Sets up every provider of `config`. Keys left empty are read from `process.env`
@@ -281,19 +306,16 @@ impl JsProviderManager {
         provider: Option<String>,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Promise {
-        // Bad arguments reject the promise, as every failure of an async call does.
-        let call = || -> Result<Promise, JsValue> {
-            let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
-            let manager = Rc::clone(&self.inner);
-            Ok(promise(async move {
-                abortable(
-                    signal,
-                    manager.generate(&prompt, &config, provider.as_deref(), &call),
-                )
-                .await
-            }))
-        };
-        call().unwrap_or_else(|error| Promise::reject(&error))
+        self.answer(
+            prompt,
+            config,
+            options,
+            move |manager, prompt, config, call| async move {
+                manager
+                    .generate(&prompt, &config, provider.as_deref(), &call)
+                    .await
+            },
+        )
     }
 
     /// Tries the providers of `order` (every provider, in configuration order, when
@@ -306,19 +328,16 @@ impl JsProviderManager {
         order: Option<Vec<String>>,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Promise {
-        // Bad arguments reject the promise, as every failure of an async call does.
-        let call = || -> Result<Promise, JsValue> {
-            let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
-            let manager = Rc::clone(&self.inner);
-            Ok(promise(async move {
-                abortable(
-                    signal,
-                    manager.generate_with_failover(&prompt, &config, order.as_deref(), &call),
-                )
-                .await
-            }))
-        };
-        call().unwrap_or_else(|error| Promise::reject(&error))
+        self.answer(
+            prompt,
+            config,
+            options,
+            move |manager, prompt, config, call| async move {
+                manager
+                    .generate_with_failover(&prompt, &config, order.as_deref(), &call)
+                    .await
+            },
+        )
     }
 
     /// Generates an answer for every prompt, `concurrency` at a time, sharing the rate
