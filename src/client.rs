@@ -21,7 +21,7 @@ use crate::rate_limit::{
     charged_tokens, estimate_prompt_tokens, RateLimitStatus, RateLimiter, Reservation,
 };
 use crate::retry::RetryPolicy;
-use crate::runtime::{read_to_end, with_timeout, ReadError, ResponseBody, Runtime};
+use crate::runtime::{read_to_end, with_timeout, HttpResponse, ReadError, ResponseBody, Runtime};
 use crate::stream::StreamAssembler;
 use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor};
 
@@ -257,10 +257,14 @@ impl<R: Runtime> Client<R> {
         }
     }
 
-    /// One attempt: send, adapt the limiter to the headers, read and parse the body.
-    async fn exchange(&self, request: HttpRequest, reservation: Reservation) -> Result<Completion> {
+    /// Sends `request`, the one `reservation` admitted, and adapts the limiter to the
+    /// response's headers, whatever its status.
+    async fn send(
+        &self,
+        request: HttpRequest,
+        reservation: &Reservation,
+    ) -> Result<HttpResponse<R::Body>> {
         let runtime = &self.inner.runtime;
-        let provider = &self.inner.provider;
         let response = runtime
             .fetch(request)
             .await
@@ -269,8 +273,16 @@ impl<R: Runtime> Client<R> {
             runtime.now_ms(),
             &response.headers,
             response.status,
-            Some(&reservation),
+            Some(reservation),
         );
+        Ok(response)
+    }
+
+    /// One attempt: send, read and parse the body.
+    async fn exchange(&self, request: HttpRequest, reservation: Reservation) -> Result<Completion> {
+        let runtime = &self.inner.runtime;
+        let provider = &self.inner.provider;
+        let response = self.send(request, &reservation).await?;
         let mut body = response.body;
         let bytes = read_to_end(&mut body, MAX_BODY_BYTES)
             .await
@@ -316,16 +328,7 @@ impl<R: Runtime> Client<R> {
             .with_retries(&prepared, |reservation| {
                 let request = prepared.request.clone();
                 async move {
-                    let mut response = runtime
-                        .fetch(request)
-                        .await
-                        .map_err(|e| self.connection(&e.0))?;
-                    self.inner.limiter.borrow_mut().observe(
-                        runtime.now_ms(),
-                        &response.headers,
-                        response.status,
-                        Some(&reservation),
-                    );
+                    let mut response = self.send(request, &reservation).await?;
                     if (200..300).contains(&response.status) {
                         return Ok(response.body);
                     }
@@ -354,6 +357,7 @@ impl<R: Runtime> Client<R> {
             waited_ms: opened.waited_ms,
             timeout_ms: prepared.timeout_ms,
             last: None,
+            broken: None,
         })
     }
 
@@ -452,10 +456,33 @@ pub struct CompletionStream<R: Runtime> {
     attempts: u32,
     waited_ms: f64,
     timeout_ms: f64,
+    /// The whole answer, when its last delta is given first.
     last: Option<LlmResponse>,
+    /// What arrived before the error that ended the stream.
+    broken: Option<LlmResponse>,
 }
 
 impl<R: Runtime> CompletionStream<R> {
+    /// The answer as far as it arrived, while the stream runs or after an error ended it:
+    /// what to keep of a broken or abandoned stream. `None` once [`StreamEvent::Done`]
+    /// handed out the whole answer.
+    pub fn received(&self) -> Option<LlmResponse> {
+        let inner = &self.client.inner;
+        match &self.assembler {
+            Some(assembler) => Some(self.stamped(
+                assembler.partial_response(&inner.provider, inner.runtime.now_ms() - self.started),
+            )),
+            None => self.broken.clone().or_else(|| self.last.clone()),
+        }
+    }
+
+    /// `response` with this call's attempts and waits.
+    fn stamped(&self, mut response: LlmResponse) -> LlmResponse {
+        response.attempts = self.attempts;
+        response.waited_ms = self.waited_ms;
+        response
+    }
+
     /// The next event, or `None` after [`StreamEvent::Done`] or an error.
     pub async fn next(&mut self) -> Option<Result<StreamEvent>> {
         if let Some(response) = self.last.take() {
@@ -487,16 +514,16 @@ impl<R: Runtime> CompletionStream<R> {
             // The stream is over, one way or the other.
             self.body = None;
             let assembler = self.assembler.take()?;
+            let elapsed = runtime.now_ms() - self.started;
             let delta = match step {
                 Ok(delta) => delta,
                 Err(error) => {
                     self.permit = None;
+                    self.broken = Some(self.stamped(assembler.partial_response(provider, elapsed)));
                     return Some(Err(error));
                 }
             };
-            let mut response = assembler.into_response(provider, runtime.now_ms() - self.started);
-            response.attempts = self.attempts;
-            response.waited_ms = self.waited_ms;
+            let response = self.stamped(assembler.into_response(provider, elapsed));
             if let Some(mut permit) = self.permit.take() {
                 permit.settle(response.usage.as_ref());
             }

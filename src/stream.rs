@@ -22,15 +22,22 @@ pub struct StreamAssembler {
     sse: SseParser,
     events: Vec<SseEvent>,
     thinking: ThinkingStream,
+    answer: Answer,
+    done: bool,
+}
+
+/// What the chunks said so far.
+#[derive(Debug, Clone, Default)]
+struct Answer {
     raw_content: String,
     reasoning: Option<String>,
+    /// The content deltas given so far, and the thinking ones.
     content: String,
     extracted: String,
     id: Option<String>,
     model: Option<String>,
     finish_reason: Option<String>,
     usage: Option<Usage>,
-    done: bool,
 }
 
 impl StreamAssembler {
@@ -41,14 +48,7 @@ impl StreamAssembler {
             sse: SseParser::new(),
             events: Vec::new(),
             thinking: extractor.stream(options),
-            raw_content: String::new(),
-            reasoning: None,
-            content: String::new(),
-            extracted: String::new(),
-            id: None,
-            model: None,
-            finish_reason: None,
-            usage: None,
+            answer: Answer::default(),
             done: false,
         }
     }
@@ -123,19 +123,24 @@ impl StreamAssembler {
             return Ok(());
         }
         let chunk = provider.parse_stream_chunk(data, now_ms)?;
-        if self.raw_content.len() + chunk.content.as_deref().map_or(0, str::len)
+        if self.answer.raw_content.len() + chunk.content.as_deref().map_or(0, str::len)
             > MAX_STREAMED_BYTES
         {
             return Err(invalid(provider, "the streamed answer exceeds 32 MiB"));
         }
-        self.id = self.id.take().or(chunk.id.filter(|id| !id.is_empty()));
-        self.model = chunk.model.or(self.model.take());
+        self.answer.id = self
+            .answer
+            .id
+            .take()
+            .or(chunk.id.filter(|id| !id.is_empty()));
+        self.answer.model = chunk.model.or(self.answer.model.take());
         if let Some(reasoning) = chunk.reasoning.filter(|r| !r.is_empty()) {
             let step = self.thinking.push_reasoning(&reasoning);
             self.record(&step);
             delta.thinking.push_str(&step.thinking);
             delta.content.push_str(&step.content);
-            self.reasoning
+            self.answer
+                .reasoning
                 .get_or_insert_with(String::new)
                 .push_str(&reasoning);
         }
@@ -144,25 +149,48 @@ impl StreamAssembler {
             self.record(&step);
             delta.content.push_str(&step.content);
             delta.thinking.push_str(&step.thinking);
-            self.raw_content.push_str(&content);
+            self.answer.raw_content.push_str(&content);
         }
         if chunk.finish_reason.is_some() {
-            self.finish_reason = chunk.finish_reason;
+            self.answer.finish_reason = chunk.finish_reason;
         }
         if chunk.usage.is_some() {
-            self.usage = chunk.usage;
+            self.answer.usage = chunk.usage;
         }
         Ok(())
     }
 
     fn record(&mut self, step: &ThinkingDelta) {
-        self.content.push_str(&step.content);
-        self.extracted.push_str(&step.thinking);
+        self.answer.content.push_str(&step.content);
+        self.answer.extracted.push_str(&step.thinking);
     }
 
     /// The assembled answer, once the stream has ended (call [`Self::finish`] first).
     /// `raw_response` is the chat completion the chunks add up to.
     pub fn into_response(self, provider: &Provider, response_time_ms: f64) -> LlmResponse {
+        let unclosed = self.thinking.unclosed();
+        self.answer
+            .into_response(provider, response_time_ms, unclosed)
+    }
+
+    /// The answer as far as it arrived, for a stream that ends early (an error, a client
+    /// gone): the content and thinking of the deltas given so far, with what the chunks
+    /// named (model, id) and the chat completion they add up to.
+    pub fn partial_response(&self, provider: &Provider, response_time_ms: f64) -> LlmResponse {
+        let unclosed = self.thinking.unclosed();
+        self.answer
+            .clone()
+            .into_response(provider, response_time_ms, unclosed)
+    }
+}
+
+impl Answer {
+    fn into_response(
+        self,
+        provider: &Provider,
+        response_time_ms: f64,
+        thinking_unclosed: bool,
+    ) -> LlmResponse {
         let model = self.model.unwrap_or_else(|| provider.model().to_string());
         let mut message = json!({ "role": "assistant", "content": self.raw_content });
         if let Some(reasoning) = &self.reasoning {
@@ -179,7 +207,7 @@ impl StreamAssembler {
             content: self.content,
             reasoning: self.reasoning,
             thinking: Some(self.extracted).filter(|t| !t.is_empty()),
-            thinking_unclosed: self.thinking.unclosed(),
+            thinking_unclosed,
             model,
             usage: self.usage,
             finish_reason: self.finish_reason,

@@ -638,6 +638,7 @@ fn a_streamed_answer_gives_deltas_then_the_whole_response() {
                 StreamEvent::Done(r) => done = Some(*r),
             }
         }
+        assert_eq!(stream.received(), None, "the whole answer was handed out");
         (deltas, done.expect("a final response"))
     });
     let content: String = deltas.iter().map(|d| d.content.as_str()).collect();
@@ -669,22 +670,31 @@ fn a_stream_that_breaks_off_ends_with_an_error() {
     reply.break_after_chunks = true;
     let sim = Sim::always(reply);
     let manager = one_openai(&sim, 1000, 1_000_000);
-    let events = sim.run(async {
+    let (events, before, after) = sim.run(async {
         let mut stream = manager
             .stream(&"q".into(), &small(), None, &no_options())
             .await
             .expect("opens");
-        let mut events = Vec::new();
+        let mut events = vec![stream.next().await.expect("a delta")];
+        let before = stream.received();
         while let Some(event) = stream.next().await {
             events.push(event);
         }
-        events
+        (events, before, stream.received())
     });
     assert!(matches!(&events[0], Ok(StreamEvent::Delta(d)) if d.content == "Hello"));
     assert!(
         matches!(events.last(), Some(Err(Error::Connection { .. }))),
         "{events:?}"
     );
+    // What arrived is kept, while the stream runs and after it broke off.
+    for received in [before, after] {
+        let received = received.expect("what arrived");
+        assert_eq!(received.content, "Hello");
+        assert_eq!(received.thinking, None);
+        assert_eq!(received.provider, "main");
+        assert_eq!(received.finish_reason, None);
+    }
 }
 
 #[test]

@@ -318,10 +318,6 @@ async fn read_body(request: &mut Request) -> Result<Vec<u8>, ApiError> {
     Ok(body)
 }
 
-fn now() -> f64 {
-    WasmRuntime.now_ms()
-}
-
 fn fresh_id() -> (String, f64) {
     let runtime = WasmRuntime;
     let created = runtime.now_ms();
@@ -485,9 +481,6 @@ struct Streaming {
     include_usage: bool,
     request_json: String,
     wants_json: bool,
-    provider: String,
-    content: String,
-    thinking: String,
     /// Where the record goes when the stream ends, one way or the other: a
     /// `ctx.wait_until` registered before the response, waiting for `resolve`, stores it.
     /// (Registered later, from the stream's own end, it would not run when the client
@@ -503,34 +496,24 @@ impl Streaming {
         (self.created / 1000.0) as u64
     }
 
-    /// Stores what the stream gave so far, once: the whole answer, or the part that
-    /// arrived before an error or a disconnect, as invalid with the reason.
+    /// Stores what the stream gave, once: the whole answer, or, with `reason`, the part
+    /// that arrived before an error or a disconnect, as invalid.
     fn store(&mut self, response: Option<&LlmResponse>, reason: Option<String>) {
         if self.stored {
             return;
         }
         self.stored = true;
-        let partial;
+        let received;
         let response = match response {
-            Some(r) => r,
-            None => {
-                partial = LlmResponse {
-                    content: self.content.trim().to_string(),
-                    reasoning: None,
-                    thinking: Some(self.thinking.clone()).filter(|t| !t.is_empty()),
-                    thinking_unclosed: false,
-                    model: self.model.clone(),
-                    usage: None,
-                    finish_reason: None,
-                    response_time_ms: now() - self.created,
-                    provider: self.provider.clone(),
-                    id: None,
-                    attempts: 1,
-                    waited_ms: 0.0,
-                    raw_response: None,
-                };
-                &partial
-            }
+            Some(response) => response,
+            None => match self.upstream.as_ref().and_then(CompletionStream::received) {
+                Some(partial) => {
+                    received = partial;
+                    &received
+                }
+                // Only once the whole answer was handed out, which stored it already.
+                None => return,
+            },
         };
         let mut record = Record::answer(
             self.id.clone(),
@@ -554,8 +537,6 @@ impl Streaming {
         let upstream = self.upstream.as_mut()?;
         match upstream.next().await {
             Some(Ok(StreamEvent::Delta(delta))) => {
-                self.content.push_str(&delta.content);
-                self.thinking.push_str(&delta.thinking);
                 let delta = delta_object(&delta.content, &delta.thinking);
                 Some(chunk_event(
                     &self.id,
@@ -698,9 +679,6 @@ async fn stream_completion(
         include_usage: chat.include_usage,
         request_json,
         wants_json: chat.config.wants_json(),
-        provider,
-        content: String::new(),
-        thinking: String::new(),
         slot: Rc::clone(&slot),
         resolve,
         stored: false,
