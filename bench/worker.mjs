@@ -6,45 +6,17 @@
 //
 // The two paths run side by side in one process, interleaved per round, so the machine's
 // noise hits both alike.
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../tests/support/local-stack.mjs';
 import { startUpstream } from '../tests/upstream/server.mjs';
 
 const args = process.argv.slice(2);
 const requests = Number(args[args.indexOf('--requests') + 1]) || 200;
-const wrangler = join(process.cwd(), 'node_modules/.bin/wrangler');
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
-}
-
-function run(command, argv, options) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { stdio: 'ignore', ...options });
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${command} exited ${code}`))));
-  });
-}
-
-async function waitFor(url, ms) {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    try {
-      if ((await fetch(url)).ok) return;
-    } catch {}
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`${url} did not come up within ${ms} ms`);
-}
 
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -74,13 +46,10 @@ async function measure(send, concurrency, total) {
 const upstream = await startUpstream({ port: 0 });
 const state = await mkdtemp(join(tmpdir(), 'bench-worker-'));
 const token = randomBytes(18).toString('base64url');
-const port = await freePort();
-// Its own inspector port: two wrangler dev on one machine would clash on 9229.
-const inspectorPort = await freePort();
-const env = { ...process.env, WRANGLER_SEND_METRICS: 'false' };
+const env = wranglerEnv(join(state, 'wrangler-logs'));
 let dev;
 try {
-  await run(wrangler, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', state], { env });
+  await promisify(execFile)(WRANGLER, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', state], { cwd: ROOT, env });
   await writeFile(join(state, 'dev.env'), `DISTILLER_TOKEN=${token}\n`, { mode: 0o600 });
   const config = {
     providers: {
@@ -92,15 +61,15 @@ try {
       },
     },
   };
-  dev = spawn(
-    wrangler,
-    ['dev', '--local', '--ip', '127.0.0.1', '--port', String(port), '--persist-to', state,
-      '--env-file', join(state, 'dev.env'), '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
-      '--inspector-port', String(inspectorPort), '--show-interactive-dev-session=false'],
-    { env, stdio: 'ignore', detached: true },
-  );
-  const worker = `http://127.0.0.1:${port}`;
-  await waitFor(`${worker}/health`, 300_000);
+  dev = await startWranglerDev({
+    persistDir: state,
+    envFile: join(state, 'dev.env'),
+    config,
+    logPath: join(state, 'wrangler-dev.log'),
+    env,
+    startupTimeoutMs: 300_000,
+  });
+  const worker = dev.url;
 
   const body = (i) => JSON.stringify({ model: 'bench-model', max_tokens: 20, messages: [{ role: 'user', content: `question ${i}` }] });
   const direct = (i) => fetch(`${upstream.url}/s/plain/bench/v1/chat/completions`, {
@@ -140,11 +109,7 @@ try {
   }
   console.log('\nThe floor is what wrangler dev itself costs a request to a route that neither calls the upstream nor touches D1: the part of the added latency that no Worker code can remove locally.');
 } finally {
-  if (dev) {
-    try {
-      process.kill(-dev.pid, 'SIGTERM');
-    } catch {}
-  }
+  await dev?.stop();
   await upstream.close();
   await rm(state, { recursive: true, force: true });
 }

@@ -11,37 +11,24 @@
 //                                  30 s warm, minutes when wrangler dev builds cold)
 
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { chromium } from 'playwright-core';
 
+import { CHROMIUM, CHROMIUM_ARGS, ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
 const execFileP = promisify(execFile);
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
 const SCREENSHOTS = path.join(ROOT, 'test-output/demo');
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--no-first-run',
-  '--disable-sync',
-];
 /** wrangler dev builds the Worker first (scripts/build-worker.sh): about 2 min cold. */
 const STARTUP_TIMEOUT_MS = 240_000;
 const STEP_TIMEOUT_MS = 60_000;
@@ -59,26 +46,6 @@ const pageMessages = [];
 // ---------------------------------------------------------------------------------------
 // The stack
 
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** No metrics, and no provider key or token from the caller's shell. */
-function wranglerEnv() {
-  const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: path.join(tmp, 'wrangler-logs') };
-  for (const name of Object.keys(env)) {
-    if (/API_KEY$|^DISTILLER_TOKEN$|^CLOUDFLARE_|^NODE_TEST_CONTEXT$/.test(name)) delete env[name];
-  }
-  return env;
-}
-
 const logTail = (file, lines = 40) => {
   try {
     return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n');
@@ -86,62 +53,6 @@ const logTail = (file, lines = 40) => {
     return '(no log)';
   }
 };
-
-/** `wrangler dev` in its own process group (workerd and the build included). */
-async function startWorker({ persistDir, envFile, config }) {
-  const port = await freePort();
-  // Kept in test-output/demo/ (it shows no secret: wrangler prints bound values as hidden).
-  const logPath = path.join(SCREENSHOTS, 'wrangler-dev.log');
-  const log = fs.openSync(logPath, 'w');
-  const child = spawn(WRANGLER, [
-    'dev', '--local', '--ip', '127.0.0.1', '--port', String(port),
-    '--persist-to', persistDir,
-    '--env-file', envFile,
-    '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
-    '--show-interactive-dev-session=false',
-  ], { cwd: ROOT, env: wranglerEnv(), detached: true, stdio: ['ignore', log, log] });
-  fs.closeSync(log);
-  let exited = null;
-  const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve((exited = { code, signal }))));
-  const killGroup = (signal) => {
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // Already gone.
-    }
-  };
-  // Should this process die first, the group must not outlive it.
-  const onExit = () => killGroup('SIGKILL');
-  process.once('exit', onExit);
-  const stop = async () => {
-    process.removeListener('exit', onExit);
-    if (exited) return;
-    killGroup('SIGTERM');
-    const done = await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)]);
-    if (!done) killGroup('SIGKILL');
-    await Promise.race([exit, sleep(5_000)]);
-  };
-
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  for (;;) {
-    if (exited) {
-      throw new Error(`wrangler dev exited (${JSON.stringify(exited)}) before it served /health:\n${logTail(logPath)}`);
-    }
-    try {
-      const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2_000) });
-      if (response.ok) break;
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`wrangler dev did not serve /health within ${STARTUP_TIMEOUT_MS / 1000} s:\n${logTail(logPath)}`);
-    }
-    await sleep(500);
-  }
-  return { url, logPath, stop };
-}
 
 const MIME_TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -198,7 +109,7 @@ before(async () => {
 
   upstream = await startUpstream({ demo: true });
   await execFileP(WRANGLER, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', persistDir], {
-    cwd: ROOT, env: wranglerEnv(), timeout: 90_000, maxBuffer: 16 * 1024 * 1024,
+    cwd: ROOT, env: wranglerEnv(path.join(tmp, 'wrangler-logs')), timeout: 90_000, maxBuffer: 16 * 1024 * 1024,
   });
   // As scripts/dev.sh configures it without real keys (the demo provider on the upstream),
   // plus a second name for the same upstream, so that choosing a provider is observable.
@@ -209,7 +120,15 @@ before(async () => {
     rate_limit: { requests_per_minute: 600, tokens_per_minute: 1_000_000 },
   };
   const config = { providers: { demo, echo: { ...demo } }, default_provider: 'demo' };
-  worker = await startWorker({ persistDir, envFile, config });
+  worker = await startWranglerDev({
+    persistDir,
+    envFile,
+    config,
+    // Kept in test-output/demo/ (it shows no secret: wrangler prints bound values as hidden).
+    logPath: path.join(SCREENSHOTS, 'wrangler-dev.log'),
+    env: wranglerEnv(path.join(tmp, 'wrangler-logs')),
+    startupTimeoutMs: STARTUP_TIMEOUT_MS,
+  });
   // The page must come from the static assets, not the Worker's 404.
   const home = await fetch(`${worker.url}/`, { signal: AbortSignal.timeout(10_000) });
   const html = await home.text();

@@ -15,19 +15,10 @@ import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
+import { CHROMIUM, CHROMIUM_ARGS } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 import { installPackage, uniqueKey, upstreamLog } from './support.mjs';
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--no-first-run',
-  '--disable-sync',
-];
 const PAGE = fileURLToPath(new URL('./page.html', import.meta.url));
 
 const MIME_TYPES = {

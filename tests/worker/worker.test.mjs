@@ -11,25 +11,22 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import OpenAI from 'openai';
 
+import { ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
 const execFileP = promisify(execFile);
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
 /** wrangler dev builds the Worker first (scripts/build-worker.sh): minutes when cold. */
 const STARTUP_TIMEOUT_MS = 180_000;
 const TEST_TIMEOUT_MS = 30_000;
@@ -78,28 +75,6 @@ function assertNoSecrets(text, where) {
   }
 }
 
-/** A free TCP port on 127.0.0.1 (listen on 0, close, reuse the number). */
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-/** The environment for wrangler: no metrics, no provider keys from the caller's shell (a
- * stray OPENAI_API_KEY would make `nokey` available), logs kept in the temp dir. */
-function wranglerEnv(tmp) {
-  const env = { ...process.env, WRANGLER_SEND_METRICS: 'false', WRANGLER_LOG_PATH: path.join(tmp, 'wrangler-logs') };
-  for (const name of Object.keys(env)) {
-    if (/API_KEY$|^DISTILLER_TOKEN$|^CLOUDFLARE_/.test(name)) delete env[name];
-  }
-  return env;
-}
-
 async function wrangler(args, { env, timeoutMs = 90_000 }) {
   const { stdout } = await execFileP(WRANGLER, args, {
     cwd: ROOT,
@@ -110,91 +85,17 @@ async function wrangler(args, { env, timeoutMs = 90_000 }) {
   return stdout;
 }
 
-/**
- * `wrangler dev` as a child in its own process group (workerd included), its output in a
- * file. `stop()` ends the whole group.
- */
-async function startWorker({ tmp, name, envFile, config, persistDir }) {
-  const port = await freePort();
-  const logPath = path.join(tmp, `${name}.log`);
-  const log = fs.openSync(logPath, 'w');
-  const child = spawn(
-    WRANGLER,
-    [
-      'dev',
-      '--local',
-      '--ip',
-      '127.0.0.1',
-      '--port',
-      String(port),
-      // Not the default 9229: another wrangler dev on this machine would make workerd fail.
-      '--inspector-port',
-      String(await freePort()),
-      '--persist-to',
-      persistDir,
-      '--env-file',
-      envFile,
-      '--var',
-      `LLM_CONFIG:${JSON.stringify(config)}`,
-      '--show-interactive-dev-session=false',
-    ],
-    { cwd: ROOT, env: wranglerEnv(tmp), detached: true, stdio: ['ignore', log, log] },
-  );
-  fs.closeSync(log);
-  let exited = null;
-  const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve((exited = { code, signal }))));
-  const killGroup = (signal) => {
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // Already gone.
-    }
-  };
-  // If this test process dies first, the group must not outlive it.
-  const onExit = () => killGroup('SIGKILL');
-  process.once('exit', onExit);
-
-  const url = `http://127.0.0.1:${port}`;
-  const logTail = () => {
-    let text = fs.readFileSync(logPath, 'utf8');
-    for (const [label, secret] of SECRETS) text = text.split(secret).join(`<${label}>`);
-    return text.split('\n').slice(-40).join('\n');
-  };
-  const worker = {
-    url,
-    logPath,
-    async stop() {
-      process.off('exit', onExit);
-      if (exited) return;
-      killGroup('SIGTERM');
-      const done = await Promise.race([exit, sleep(5000).then(() => null)]);
-      if (!done) {
-        killGroup('SIGKILL');
-        await Promise.race([exit, sleep(2000)]);
-      }
-    },
-  };
-
-  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
-  for (;;) {
-    if (exited) {
-      throw new Error(`wrangler dev (${name}) exited with ${JSON.stringify(exited)}:\n${logTail()}`);
-    }
-    try {
-      const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(2000) });
-      if (response.status === 200) {
-        await response.text();
-        return worker;
-      }
-    } catch {
-      // Not listening yet.
-    }
-    if (Date.now() > deadline) {
-      await worker.stop();
-      throw new Error(`wrangler dev (${name}) did not answer /health within ${STARTUP_TIMEOUT_MS} ms:\n${logTail()}`);
-    }
-    await sleep(500);
-  }
+/** `wrangler dev` for the tests, its log `<name>.log` in `tmp`, secrets masked in errors. */
+function startWorker({ tmp, name, envFile, config, persistDir }) {
+  return startWranglerDev({
+    persistDir,
+    envFile,
+    config,
+    logPath: path.join(tmp, `${name}.log`),
+    env: wranglerEnv(path.join(tmp, 'wrangler-logs')),
+    startupTimeoutMs: STARTUP_TIMEOUT_MS,
+    redact: (text) => SECRETS.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+  });
 }
 
 /** Server-sent events: the `data` of each event, in order. */
@@ -354,7 +255,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     async () => {
       tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llm-distiller-worker-'));
       persistDir = path.join(tmp, 'state');
-      env = wranglerEnv(tmp);
+      env = wranglerEnv(path.join(tmp, 'wrangler-logs'));
       upstream = await startUpstream({ port: 0 });
 
       const providers = {};
