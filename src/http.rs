@@ -94,6 +94,83 @@ impl fmt::Debug for HttpRequest {
     }
 }
 
+/// A non-negative decimal number as HTTP headers write them (`1500`, `1.5`, `.5`, `1.`,
+/// `2e3`, `1E-3`): digits with at most one `.` and at least one digit, then an optional
+/// exponent. No sign, no whitespace, no `inf` or `NaN`. `None` for anything else or a
+/// result that is not finite.
+///
+/// Exact (the correctly rounded `f64`, what `str::parse` gives) when the digits make at
+/// most 2^53 and the scale is at most 10^±22: every delay, count and limit a server sends.
+/// Within a few units in the last place beyond. `str::parse` would carry core's table of
+/// 128-bit powers of five into the wasm binary, a tenth of its gzipped size.
+pub fn parse_decimal(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    // The digits, as far as a u64 holds them, and the power of ten to scale them by.
+    let (mut mantissa, mut scale, mut digits, mut seen_dot) = (0u64, 0i64, 0usize, false);
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'0'..=b'9' => {
+                digits += 1;
+                if mantissa < (u64::MAX - 9) / 10 {
+                    mantissa = mantissa * 10 + u64::from(b - b'0');
+                    scale -= i64::from(seen_dot);
+                } else {
+                    scale += i64::from(!seen_dot);
+                }
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if digits == 0 {
+        return None;
+    }
+    if let Some(b'e' | b'E') = bytes.get(i) {
+        i += 1;
+        let negative = bytes.get(i) == Some(&b'-');
+        if let Some(b'-' | b'+') = bytes.get(i) {
+            i += 1;
+        }
+        let start = i;
+        let mut exponent = 0i64;
+        while let Some(&b @ b'0'..=b'9') = bytes.get(i) {
+            // Saturates far beyond any finite f64 rather than overflow.
+            exponent = (exponent * 10 + i64::from(b - b'0')).min(100_000);
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        scale += if negative { -exponent } else { exponent };
+    }
+    if i != bytes.len() {
+        return None;
+    }
+    // Every power of ten up to 10^22 is an exact f64: with an exact mantissa, one correctly
+    // rounded multiplication or division gives the correctly rounded result.
+    const EXACT: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let power = |n: i64| -> f64 {
+        let n = n.min(400);
+        if n <= 22 {
+            EXACT[n as usize]
+        } else {
+            1e22 * 10f64.powi((n - 22) as i32)
+        }
+    };
+    let m = mantissa as f64;
+    let value = match scale {
+        _ if mantissa == 0 => 0.0,
+        s if s < 0 => m / power(-s),
+        s => m * power(s),
+    };
+    value.is_finite().then_some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -898,21 +898,13 @@ pub fn parse_reset_duration_ms(s: &str) -> Option<f64> {
     (!s.is_empty() && total.is_finite()).then_some(total)
 }
 
-/// Digits with at most one `.` and at least one digit (`1`, `1.5`, `.5`, `1.`), as a number.
+/// Digits with at most one `.` and at least one digit (`1`, `1.5`, `.5`, `1.`), as a number:
+/// a duration's number has no exponent (`1e3s` is not Go's).
 fn parse_unsigned_decimal(text: &str) -> Option<f64> {
-    let mut digits = 0;
-    let mut dots = 0;
-    for b in text.bytes() {
-        match b {
-            b'0'..=b'9' => digits += 1,
-            b'.' => dots += 1,
-            _ => return None,
-        }
-    }
-    if digits == 0 || dots > 1 {
+    if text.contains(['e', 'E']) {
         return None;
     }
-    text.parse().ok()
+    crate::http::parse_decimal(text)
 }
 
 /// What a finished request cost against the server's token budget, for

@@ -162,11 +162,9 @@ pub fn should_retry_header(headers: &Headers) -> Option<bool> {
 }
 
 /// A finite, non-negative decimal number (`1500`, `1.5`, `2e3`), surrounding whitespace
-/// ignored. Rust's float parser also accepts `inf` and `NaN`, which are rejected here.
+/// ignored.
 fn parse_non_negative(text: &str) -> Option<f64> {
-    let value: f64 = text.trim().parse().ok()?;
-    // `-0` passes `>= 0.0`; adding 0.0 turns it into +0.
-    (value.is_finite() && value >= 0.0).then_some(value + 0.0)
+    crate::http::parse_decimal(text.trim())
 }
 
 /// Milliseconds since the Unix epoch of an IMF-fixdate (`Wed, 21 Oct 2015 07:28:00 GMT`),

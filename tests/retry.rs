@@ -3,7 +3,7 @@
 // Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
 #![cfg(not(target_arch = "wasm32"))]
 
-use llm_distiller::http::Headers;
+use llm_distiller::http::{parse_decimal, Headers};
 use llm_distiller::retry::{retry_after_ms, should_retry_header, RetryPolicy};
 use llm_distiller::Error;
 use proptest::prelude::*;
@@ -375,6 +375,67 @@ proptest! {
                 prop_assert!(attempt < max_retries);
                 prop_assert!(delay.is_finite() && delay >= 0.0, "{delay}");
             }
+        }
+    }
+}
+
+#[test]
+fn header_numbers_parse_as_decimals() {
+    let accepted: &[(&str, f64)] = &[
+        ("0", 0.0),
+        ("1500", 1500.0),
+        ("1.5", 1.5),
+        (".5", 0.5),
+        ("1.", 1.0),
+        ("007", 7.0),
+        ("2e3", 2000.0),
+        ("1E-3", 0.001),
+        ("2.5e+2", 250.0),
+        ("0e999999", 0.0),
+        ("1e-999", 0.0),
+        ("0.1", 0.1),
+        ("59.999", 59.999),
+        ("18446744073709551615", 18_446_744_073_709_551_615.0),
+        ("123456789012345678901234567890", 1.2345678901234568e29),
+        ("9007199254740993", 9_007_199_254_740_992.0),
+    ];
+    for (text, expected) in accepted {
+        assert_eq!(parse_decimal(text), Some(*expected), "{text:?}");
+    }
+    for text in [
+        "", ".", "-1", "+1", "-0", " 1", "1 ", "1..5", "1.5.", "e3", "1e", "1e+", "1e3.5", "inf",
+        "NaN", "0x10", "1_000", "1,5", "١", "1e400", "9e308",
+    ] {
+        assert_eq!(parse_decimal(text), None, "{text:?}");
+    }
+}
+
+proptest! {
+    /// Within the fast path's reach (digits up to 2^53, scale up to 10^±22) the result is
+    /// exactly what Rust's correctly rounded parser gives; beyond it, within 1e-15.
+    #[test]
+    fn header_numbers_match_rusts_parser(
+        digits in "[0-9]{1,25}",
+        dot in proptest::option::of(0usize..26),
+        exponent in proptest::option::of(-40i32..40),
+    ) {
+        let mut text = digits.clone();
+        if let Some(dot) = dot {
+            text.insert(dot.min(digits.len()), '.');
+        }
+        if let Some(exponent) = exponent {
+            text.push_str(&format!("e{exponent}"));
+        }
+        let expected: f64 = text.parse().unwrap();
+        let got = parse_decimal(&text).unwrap();
+        let significant = digits.trim_start_matches('0');
+        let fraction = dot.map_or(0, |d| digits.len() - d.min(digits.len())) as i32;
+        let scale = exponent.unwrap_or(0) - fraction;
+        let exact = significant.len() <= 15 && scale.abs() <= 22;
+        if exact {
+            prop_assert_eq!(got, expected, "{}", text);
+        } else {
+            prop_assert!((got - expected).abs() <= expected * 1e-15, "{}: {} vs {}", text, got, expected);
         }
     }
 }
