@@ -211,8 +211,7 @@ impl Provider {
                 ));
             }
         }
-        let wire: WireResponse =
-            serde_json::from_slice(body).map_err(|e| self.wire_error("", body, &e))?;
+        let wire: Wire = serde_json::from_slice(body).map_err(|e| self.wire_error("", body, &e))?;
         let choice = wire
             .choices
             .unwrap_or_default()
@@ -238,7 +237,7 @@ impl Provider {
     /// with empty `choices` and the final usage chunk give a [`ChunkDelta`] with no text;
     /// an `{"error": …}` chunk gives the typed error.
     pub fn parse_stream_chunk(&self, data: &str, now_ms: f64) -> Result<ChunkDelta> {
-        let wire: WireChunk = serde_json::from_slice(data.as_bytes())
+        let wire: Wire = serde_json::from_slice(data.as_bytes())
             .map_err(|e| self.wire_error("a stream chunk ", data.as_bytes(), &e))?;
         if let Some(error) = wire.error.as_ref().filter(|e| !e.is_null()) {
             return Err(self.error_from_body(
@@ -489,8 +488,10 @@ pub struct ChunkDelta {
     pub usage: Option<Usage>,
 }
 
+/// The chat-completion shape of complete answers (`choices[].message`) and of stream
+/// chunks (`choices[].delta`) alike: one type, so the wasm carries one deserializer.
 #[derive(Deserialize)]
-struct WireResponse {
+struct Wire {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -498,13 +499,19 @@ struct WireResponse {
     #[serde(default)]
     choices: Option<Vec<WireChoice>>,
     #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
     usage: Option<Usage>,
 }
 
 #[derive(Deserialize)]
 struct WireChoice {
     #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
     message: Option<WireMessage>,
+    #[serde(default)]
+    delta: Option<WireMessage>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -517,28 +524,4 @@ struct WireMessage {
     reasoning_content: Option<Value>,
     #[serde(default)]
     reasoning: Option<Value>,
-}
-
-#[derive(Deserialize)]
-struct WireChunk {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Option<Vec<WireChunkChoice>>,
-    #[serde(default)]
-    error: Option<Value>,
-    #[serde(default)]
-    usage: Option<Usage>,
-}
-
-#[derive(Deserialize)]
-struct WireChunkChoice {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default)]
-    delta: Option<WireMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
 }
