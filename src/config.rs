@@ -546,23 +546,27 @@ impl LlmConfig {
 /// Every host's input (JSON text, a JavaScript object, `wrangler.toml` vars) comes here
 /// as text, so each type's deserializer exists once in the wasm binary.
 pub fn from_json_text<T: de::DeserializeOwned>(json: &str, root: &str) -> Result<T> {
-    serde_json::from_slice(json.as_bytes()).map_err(|e| {
-        let (path, message) = crate::json_path::locate(json, &e);
-        // The path names the field; `root` is the name of the whole value, said when
-        // the whole value is at fault and put before a path when it is a field itself.
-        let field = match (root, path.as_str()) {
-            (root, "") => root.to_string(),
-            ("" | "config", path) => path.to_string(),
-            (root, path) if path.starts_with('[') => format!("{root}{path}"),
-            (root, path) => format!("{root}.{path}"),
-        };
-        let message = if e.is_syntax() || e.is_eof() {
-            format!("is not valid JSON: {message}")
-        } else {
-            message
-        };
-        Error::config(field, message)
-    })
+    serde_json::from_slice(json.as_bytes()).map_err(|e| json_error(json, root, &e))
+}
+
+/// The config error for JSON that failed to parse as `root`; not generic, so the wasm
+/// has it once rather than once per type.
+fn json_error(json: &str, root: &str, e: &serde_json::Error) -> Error {
+    let (path, message) = crate::json_path::locate(json, e);
+    // The path names the field; `root` is the name of the whole value, said when
+    // the whole value is at fault and put before a path when it is a field itself.
+    let field = match (root, path.as_str()) {
+        (root, "") => root.to_string(),
+        ("" | "config", path) => path.to_string(),
+        (root, path) if path.starts_with('[') => format!("{root}{path}"),
+        (root, path) => format!("{root}.{path}"),
+    };
+    let message = if e.is_syntax() || e.is_eof() {
+        format!("is not valid JSON: {message}")
+    } else {
+        message
+    };
+    Error::config(field, message)
 }
 
 fn deserialize_ordered<'de, D>(
