@@ -13,27 +13,39 @@ if (inNode) {
   await init({ module_or_path: wasmUrl });
 }
 
-export const { ProviderManager, CompletionStream, ThinkingStream, RateLimiter } = api;
+export const { ProviderManager, CompletionStream, RateLimiter } = api;
+
+// The glue hands whatever a `&str` parameter gets to wasm as a string: a number there fails
+// with a bare "memory access out of bounds". Those parameters are checked here, in
+// JavaScript, where a typeof costs nothing next to crossing into wasm.
+
+/** Separates thinking from text pushed in chunks (see the types). */
+export class ThinkingStream extends api.ThinkingStream {
+  push(chunk) {
+    return super.push(text(chunk, "ThinkingStream.push: chunk"));
+  }
+
+  pushReasoning(chunk) {
+    return super.pushReasoning(text(chunk, "ThinkingStream.pushReasoning: chunk"));
+  }
+}
 
 const encoder = new TextEncoder();
 
 /** Separates thinking from `text` (see the types). The text crosses into wasm as
  * `TextEncoder`'s UTF-8, a native encode and one copy, rather than through the glue's
  * loop over its characters. */
-export function extractThinking(text, separateReasoning) {
-  // The glue would hand anything else to wasm as a string and fail with a bare
-  // "memory access out of bounds".
-  if (typeof text !== "string") {
-    throw new TypeError(`extractThinking: text must be a string, got ${describe(text)}`);
+export function extractThinking(answer, separateReasoning) {
+  text(answer, "extractThinking: text");
+  if (separateReasoning != null) {
+    text(separateReasoning, "extractThinking: separateReasoning", ", null or undefined");
   }
-  if (separateReasoning != null && typeof separateReasoning !== "string") {
-    throw new TypeError(
-      `extractThinking: separateReasoning must be a string, null or undefined, got ${describe(separateReasoning)}`,
-    );
-  }
-  return api.extractThinkingUtf8(encoder.encode(text), separateReasoning);
+  return api.extractThinkingUtf8(encoder.encode(answer), separateReasoning);
 }
 
-function describe(value) {
-  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+/** `value` when it is a string; a TypeError naming `name` otherwise. */
+function text(value, name, orElse = "") {
+  if (typeof value === "string") return value;
+  const got = value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+  throw new TypeError(`${name} must be a string${orElse}, got ${got}`);
 }

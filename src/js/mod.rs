@@ -256,23 +256,33 @@ pub struct JsProviderManager {
 }
 
 impl JsProviderManager {
-    /// One answer as a promise: reads the arguments, then runs `run` with them, abortable
-    /// by `options.signal`. Bad arguments reject the promise, as every failure of an async
-    /// call does.
-    fn answer<F, Fut>(
+    /// One answer as a promise: reads the arguments (`target`, the provider or the failover
+    /// order, as `A`), then runs `run` with them, abortable by `options.signal`. Bad
+    /// arguments reject the promise, as every failure of an async call does.
+    fn answer<A, F, Fut>(
         &self,
         prompt: JsValue,
         config: Option<Object>,
+        (target, target_name): (JsValue, &str),
         options: Option<Object>,
         run: F,
     ) -> Promise
     where
-        F: FnOnce(Rc<ProviderManager<WasmRuntime>>, Prompt, GenerationConfig, CallOptions) -> Fut,
+        A: DeserializeOwned,
+        F: FnOnce(
+            Rc<ProviderManager<WasmRuntime>>,
+            A,
+            Prompt,
+            GenerationConfig,
+            CallOptions,
+        ) -> Fut,
         Fut: Future<Output = Result<LlmResponse, Error>> + 'static,
     {
-        match call_arguments(prompt, config, options) {
-            Ok((prompt, config, call, signal)) => {
-                let answer = run(Rc::clone(&self.inner), prompt, config, call);
+        let arguments = call_arguments(prompt, config, options)
+            .and_then(|call| Ok((from_js::<A>(target, target_name)?, call)));
+        match arguments {
+            Ok((target, (prompt, config, call, signal))) => {
+                let answer = run(Rc::clone(&self.inner), target, prompt, config, call);
                 promise(async move { abortable(signal, answer).await })
             }
             Err(error) => Promise::reject(&error),
@@ -303,14 +313,15 @@ impl JsProviderManager {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Prompt")] prompt: JsValue,
         #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
-        provider: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] provider: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Promise {
         self.answer(
             prompt,
             config,
+            (provider, "provider"),
             options,
-            move |manager, prompt, config, call| async move {
+            move |manager, provider: Option<String>, prompt, config, call| async move {
                 manager
                     .generate(&prompt, &config, provider.as_deref(), &call)
                     .await
@@ -325,14 +336,15 @@ impl JsProviderManager {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Prompt")] prompt: JsValue,
         #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
-        order: Option<Vec<String>>,
+        #[wasm_bindgen(unchecked_param_type = "string[] | null")] order: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Promise {
         self.answer(
             prompt,
             config,
+            (order, "order"),
             options,
-            move |manager, prompt, config, call| async move {
+            move |manager, order: Option<Vec<String>>, prompt, config, call| async move {
                 manager
                     .generate_with_failover(&prompt, &config, order.as_deref(), &call)
                     .await
@@ -389,10 +401,11 @@ impl JsProviderManager {
         &self,
         #[wasm_bindgen(unchecked_param_type = "Prompt")] prompt: JsValue,
         #[wasm_bindgen(unchecked_param_type = "GenerationConfig | null")] config: Option<Object>,
-        provider: Option<String>,
+        #[wasm_bindgen(unchecked_param_type = "string | null")] provider: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Result<JsValue, JsValue> {
         let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
+        let provider: Option<String> = from_js(provider, "provider")?;
         let manager = Rc::clone(&self.inner);
         let opening: OpeningStream = Box::pin(async move {
             manager

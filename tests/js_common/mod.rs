@@ -91,7 +91,7 @@ async fn a_normal_answer_separates_thinking_and_reasoning() {
     let response = settle(manager.generate(
         "What is 2+2?".into(),
         object(&json!({ "max_tokens": 50 })),
-        None,
+        JsValue::NULL,
         None,
     ))
     .await
@@ -124,7 +124,7 @@ async fn a_conversation_can_be_sent_as_messages() {
         { "role": "user", "content": "Hi" }
     ]));
     let r = rust(
-        &settle(manager.generate(messages, None, None, None))
+        &settle(manager.generate(messages, None, JsValue::NULL, None))
             .await
             .expect("answer"),
     );
@@ -141,7 +141,7 @@ async fn rate_limited_answers_are_retried_after_the_servers_wait() {
     let manager = manager(json!({ "main": openai("rate_limited_then_ok:2", &key) }));
     let started = js_sys::Date::now();
     let r = rust(
-        &settle(manager.generate("q".into(), None, None, None))
+        &settle(manager.generate("q".into(), None, JsValue::NULL, None))
             .await
             .expect("ok at last"),
     );
@@ -167,7 +167,7 @@ async fn server_errors_are_retried_then_reported_with_status_and_provider() {
     let key = key("500");
     let manager = manager(json!({ "main": openai("server_error_then_ok:1", &key) }));
     let r = rust(
-        &settle(manager.generate("q".into(), None, None, None))
+        &settle(manager.generate("q".into(), None, JsValue::NULL, None))
             .await
             .expect("ok"),
     );
@@ -177,7 +177,7 @@ async fn server_errors_are_retried_then_reported_with_status_and_provider() {
     let mut config = openai("server_error", &key);
     config["retry"] = fast_retry(2);
     let manager = self::manager(json!({ "main": config }));
-    let error = settle(manager.generate("q".into(), None, None, None))
+    let error = settle(manager.generate("q".into(), None, JsValue::NULL, None))
         .await
         .unwrap_err();
     assert!(error.is_instance_of::<js_sys::Error>());
@@ -197,7 +197,7 @@ async fn malformed_and_truncated_bodies_are_invalid_responses() {
         let mut config = openai(scenario, &key);
         config["retry"] = fast_retry(1);
         let manager = manager(json!({ "main": config }));
-        let error = settle(manager.generate("q".into(), None, None, None))
+        let error = settle(manager.generate("q".into(), None, JsValue::NULL, None))
             .await
             .unwrap_err();
         let code = error_code(&error);
@@ -219,7 +219,7 @@ async fn a_slow_answer_times_out_and_an_abort_stops_the_call() {
     let error = settle(manager.generate(
         "q".into(),
         None,
-        None,
+        JsValue::NULL,
         object(&json!({ "timeout_ms": 200 })),
     ))
     .await
@@ -231,7 +231,7 @@ async fn a_slow_answer_times_out_and_an_abort_stops_the_call() {
     let controller = web_sys::AbortController::new().unwrap();
     let options = js_sys::Object::new();
     Reflect::set(&options, &"signal".into(), &controller.signal()).unwrap();
-    let call = manager.generate("q".into(), None, None, Some(options));
+    let call = manager.generate("q".into(), None, JsValue::NULL, Some(options));
     let abort = controller.clone();
     let timer = wasm_bindgen::closure::Closure::once_into_js(move || abort.abort());
     let global = js_sys::global();
@@ -253,7 +253,7 @@ async fn azure_requests_have_azures_shape() {
         "endpoint": format!("{}/s/azure/{key}", upstream()), "deployment_name": "gpt4o-deploy",
         "retry": fast_retry(0) } }));
     let r = rust(
-        &settle(manager.generate("Ahoy".into(), None, Some("az".into()), None))
+        &settle(manager.generate("Ahoy".into(), None, "az".into(), None))
             .await
             .expect("azure answers"),
     );
@@ -278,7 +278,7 @@ async fn failover_goes_in_the_given_order() {
     let manager = manager(json!({ "broken": broken, "good": openai("plain", &key) }));
     let order = vec!["broken".to_string(), "good".to_string()];
     let r = rust(
-        &settle(manager.generate_with_failover("q".into(), None, Some(order), None))
+        &settle(manager.generate_with_failover("q".into(), None, js(&json!(order)), None))
             .await
             .expect("good answers"),
     );
@@ -291,7 +291,7 @@ async fn failover_goes_in_the_given_order() {
     assert_eq!(scenarios, vec!["server_error", "plain"]);
 
     let order = vec!["broken".to_string()];
-    let error = settle(manager.generate_with_failover("q".into(), None, Some(order), None))
+    let error = settle(manager.generate_with_failover("q".into(), None, js(&json!(order)), None))
         .await
         .unwrap_err();
     assert_eq!(error_code(&error), "all_providers_failed");
@@ -405,7 +405,7 @@ async fn a_stream_with_split_tags_gives_the_one_shot_result() {
         let key = key("stream");
         let manager = manager(json!({ "main": openai(scenario, &key) }));
         let stream = manager
-            .stream("q".into(), None, None, None)
+            .stream("q".into(), None, JsValue::NULL, None)
             .expect("a stream");
         assert!(
             Reflect::has(&stream, &js_sys::Symbol::async_iterator()).unwrap(),
@@ -442,7 +442,7 @@ async fn a_broken_stream_rejects() {
     let key = key("streambreak");
     let manager = manager(json!({ "main": openai("stream_break", &key) }));
     let stream = manager
-        .stream("q".into(), None, None, None)
+        .stream("q".into(), None, JsValue::NULL, None)
         .expect("a stream");
     let error = drain(stream).await.unwrap_err();
     assert_eq!(error_code(&error), "connection");
@@ -454,7 +454,7 @@ async fn keys_never_reach_errors() {
     let mut config = openai("echo_key_error", &key);
     config["retry"] = fast_retry(0);
     let manager = manager(json!({ "main": config }));
-    let error = settle(manager.generate("q".into(), None, None, None))
+    let error = settle(manager.generate("q".into(), None, JsValue::NULL, None))
         .await
         .unwrap_err();
     let message = prop(&error, "message").as_string().unwrap();

@@ -94,14 +94,20 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     const oneShot = extractThinking(text, "First, reasoning.");
     const plain = extractThinking("No thoughts here.");
     const unicode = extractThinking("<think>😀 é \ud800</think> ß");
-    const wrongTypes = [[42], [null], ["text", 42]].map((args) => {
+    const typeErrorOf = (call) => {
       try {
-        extractThinking(...args);
+        call();
         return "no error";
       } catch (error) {
         return error instanceof TypeError ? error.message : \`\${error}\`;
       }
-    });
+    };
+    const wrongTypes = [[42], [null], ["text", 42]].map((args) => typeErrorOf(() => extractThinking(...args)));
+    const wrongStreamTypes = [
+      typeErrorOf(() => new ThinkingStream().push(42)),
+      typeErrorOf(() => new ThinkingStream().push(["a"])),
+      typeErrorOf(() => new ThinkingStream().pushReasoning(null)),
+    ];
     const afterwards = extractThinking("<think>a</think>b");
 
     const stream = new ThinkingStream();
@@ -124,7 +130,7 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     limiter.cancel(reservation);
 
     report({
-      oneShot, plain, unicode, wrongTypes, afterwards, streamed: { content, thinking, unclosed: stream.unclosed },
+      oneShot, plain, unicode, wrongTypes, wrongStreamTypes, afterwards, streamed: { content, thinking, unclosed: stream.unclosed },
       prefilled: { content: a.content + b.content + c.content, thinking: a.thinking + b.thinking + c.thinking, openBeforeClose },
       waits, reservation, status: limiter.status(1000),
     });
@@ -141,6 +147,11 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     'extractThinking: text must be a string, got number',
     'extractThinking: text must be a string, got null',
     'extractThinking: separateReasoning must be a string, null or undefined, got number',
+  ]);
+  assert.deepEqual(result.wrongStreamTypes, [
+    'ThinkingStream.push: chunk must be a string, got number',
+    'ThinkingStream.push: chunk must be a string, got an array',
+    'ThinkingStream.pushReasoning: chunk must be a string, got null',
   ]);
   assert.deepEqual(result.afterwards, { content: 'b', thinking: 'a', unclosed: false });
   assert.deepEqual(result.streamed, {
@@ -462,6 +473,7 @@ test('errors are LlmDistillerError objects with a documented code and their fiel
         malformed: provider("malformed"),
         unreachable: { type: "custom", base_url: "http://127.0.0.1:9/v1", model: "m", retry: once },
         leaky: provider("echo_key_error", { type: "openai", api_key: ${JSON.stringify(secret)} }),
+        normal: provider("normal"),
       },
     });
 
@@ -491,6 +503,12 @@ test('errors are LlmDistillerError objects with a documented code and their fiel
       unknownProvider: await rejection(manager.generate("x", null, "nobody")),
       // A bad argument throws synchronously (not a rejected promise): wrapped to catch both.
       badPrompt: await rejection(Promise.resolve().then(() => manager.generate(42))),
+      // Arguments of the wrong type: a clear error, and the module keeps working.
+      badProvider: await rejection(Promise.resolve().then(() => manager.generate("x", null, 42))),
+      badOrder: await rejection(Promise.resolve().then(() => manager.generateWithFailover("x", null, "failing"))),
+      badOrderItem: await rejection(Promise.resolve().then(() => manager.generateWithFailover("x", null, ["failing", 7]))),
+      badStreamProvider: await rejection(Promise.resolve().then(() => manager.stream("x", null, {}))),
+      stillWorks: (await manager.generate("x", null, "normal")).provider,
       badConfig,
       badDefault,
       status: JSON.stringify(manager.providerStatus()),
@@ -525,6 +543,17 @@ test('errors are LlmDistillerError objects with a documented code and their fiel
   assert.match(result.unknownProvider.message, /nobody/);
   assertPackageError(result.badPrompt, 'config');
   assert.equal(result.badPrompt.field, 'prompt');
+  for (const [name, field] of [
+    ['badProvider', 'provider'],
+    ['badOrder', 'order'],
+    ['badOrderItem', 'order[1]'],
+    ['badStreamProvider', 'provider'],
+  ]) {
+    assertPackageError(result[name], 'config');
+    assert.equal(result[name].field, field, name);
+    assert.match(result[name].message, /invalid type/, name);
+  }
+  assert.equal(result.stillWorks, 'normal');
 
   assertPackageError(result.failover, 'all_providers_failed');
   assert.deepEqual(result.failover.errors.map((e) => [e.provider, e.error.code, e.error.status]), [
