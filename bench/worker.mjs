@@ -81,24 +81,37 @@ try {
   // The floor: what any request through wrangler dev costs, with a route that neither calls
   // the upstream nor touches D1 (`GET /health`).
   const floor = () => fetch(`${worker}/health`);
+  // Stages between the floor and a full answer, each a real route that stops earlier:
+  // refused at the token check (401, the body never read), and refused after the body is
+  // read and parsed and the provider looked up (400, an unknown provider; no upstream, no D1).
+  const refusedAtAuth = (i) => fetch(`${worker}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer wrong' }, body: body(i),
+  });
+  const refusedAfterParse = (i) => fetch(`${worker}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-llm-provider': 'nobody' }, body: body(i),
+  });
+  const paths = { direct, worker: through, floor, auth: refusedAtAuth, parsed: refusedAfterParse };
+  const expected = { auth: 401, parsed: 400 };
+  const send = (name) => async (i) => {
+    const response = await paths[name](i);
+    if (expected[name]) {
+      if (response.status !== expected[name]) throw new Error(`${name}: HTTP ${response.status}, expected ${expected[name]}`);
+      return { ok: true, arrayBuffer: () => response.arrayBuffer() };
+    }
+    return response;
+  };
   // Warm every path (the isolate, the JIT, D1's first write).
-  await measure(direct, 4, 40);
-  await measure(through, 4, 40);
-  await measure(floor, 4, 40);
+  for (const name of Object.keys(paths)) await measure(send(name), 4, 40);
 
   const rows = [];
   for (const concurrency of [1, 16]) {
-    const rounds = { direct: [], worker: [], floor: [] };
+    const rounds = Object.fromEntries(Object.keys(paths).map((name) => [name, []]));
     for (let round = 0; round < 5; round += 1) {
-      rounds.direct.push(await measure(direct, concurrency, requests / 5));
-      rounds.worker.push(await measure(through, concurrency, requests / 5));
-      rounds.floor.push(await measure(floor, concurrency, requests / 5));
+      for (const name of Object.keys(paths)) rounds[name].push(await measure(send(name), concurrency, requests / 5));
     }
     const median = (list, key) => list.map((r) => r[key]).sort((a, b) => a - b)[Math.floor(list.length / 2)];
-    const d = { p50: median(rounds.direct, 'p50'), p99: median(rounds.direct, 'p99'), rps: median(rounds.direct, 'rps') };
-    const w = { p50: median(rounds.worker, 'p50'), p99: median(rounds.worker, 'p99'), rps: median(rounds.worker, 'rps') };
-    const f = { p50: median(rounds.floor, 'p50'), p99: median(rounds.floor, 'p99'), rps: median(rounds.floor, 'rps') };
-    rows.push({ concurrency, d, w, f });
+    const summary = (name) => Object.fromEntries(['p50', 'p99', 'rps'].map((key) => [key, median(rounds[name], key)]));
+    rows.push({ concurrency, d: summary('direct'), w: summary('worker'), f: summary('floor'), a: summary('auth'), p: summary('parsed') });
   }
   console.log(`# The Worker's overhead under wrangler dev (${new Date().toISOString().slice(0, 10)}, ${cpus()[0].model}, ${cpus().length} cores, Node ${process.version})`);
   console.log(`${requests} requests per setting, medians of 5 interleaved rounds; the Worker stores every answer in its local D1.\n`);
@@ -108,6 +121,12 @@ try {
     console.log(`| ${concurrency} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.rps.toFixed(0)} | ${w.p50.toFixed(2)} | ${w.p99.toFixed(2)} | ${w.rps.toFixed(0)} | ${(w.p50 - d.p50).toFixed(2)} | ${f.p50.toFixed(2)} | ${f.p99.toFixed(2)} |`);
   }
   console.log('\nThe floor is what wrangler dev itself costs a request to a route that neither calls the upstream nor touches D1: the part of the added latency that no Worker code can remove locally.');
+  console.log('\nWhere the rest goes, p50 ms per stage: each stage is a real route that stops earlier than a full answer.\n');
+  console.log('| clients | floor: `GET /health` | refused at the token (401, body unread) | refused after parsing (400, unknown provider) | full answer, stored in D1 | upstream called directly |');
+  console.log('|---|--:|--:|--:|--:|--:|');
+  for (const { concurrency, d, w, f, a, p } of rows) {
+    console.log(`| ${concurrency} | ${f.p50.toFixed(2)} | ${a.p50.toFixed(2)} | ${p.p50.toFixed(2)} | ${w.p50.toFixed(2)} | ${d.p50.toFixed(2)} |`);
+  }
 } finally {
   await dev?.stop();
   await upstream.close();
