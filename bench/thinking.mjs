@@ -665,9 +665,10 @@ const [empty, pushEmpty, push16] = await timeTogether([
   [pushLoop(""), false],
   [pushLoop(chunk16), false],
 ]);
-const [asciiDistiller, asciiRegex, asciiLoop, asciiDecode] = await timeTogether([
+const [asciiDistiller, asciiRegex, asciiEncode, asciiLoop, asciiDecode] = await timeTogether([
   [() => distillerOneShot(ascii64), false],
   [regexOn(ascii64), false],
+  [() => encoder.encodeInto(ascii64, scratch).written, false],
   [() => {
     // What the wasm-bindgen glue does while a string is ASCII: one charCodeAt per unit.
     let i = 0;
@@ -694,7 +695,7 @@ const b = {
 print("## Cost of the boundary");
 print();
 print(
-  "64 KB without `<`, so that llm-distiller has nothing to extract and its time is the crossing: the text copied into wasm as UTF-8, scanned, copied into the answer `String`, and decoded back into a JS string. " +
+  "64 KB without `<`, so that llm-distiller has nothing to extract and its time is the crossing: the text written into wasm memory as UTF-8 (`TextEncoder.encodeInto`), checked to be UTF-8 and scanned there; what comes back is the parts' UTF-16 offsets, and the result is slices of the caller's string, so no text is decoded out of wasm. " +
     `ASCII: pure ASCII prose. Prose: the 64 KB "no block" corpus with its \`<\` replaced; its ${(wide64.match(/[^\x00-\x7f]/g) ?? []).length} em dashes, curly quotes and accents make it UTF-16 in V8 and multibyte UTF-8 in wasm, as most model answers are.`,
 );
 print();
@@ -705,8 +706,9 @@ print(
       ["llm-distiller `extractThinking`", time(asciiDistiller.ns), f1(mbps(asciiBytes, asciiDistiller.ns)), time(wideDistiller.ns), f1(mbps(wideBytes, wideDistiller.ns))],
       ["JS regex extractor", time(asciiRegex.ns), f1(mbps(asciiBytes, asciiRegex.ns)), time(wideRegex.ns), f1(mbps(wideBytes, wideRegex.ns))],
       ["the difference: the crossing", time(asciiDistiller.ns - asciiRegex.ns), "", time(wideDistiller.ns - wideRegex.ns), ""],
-      ["JS → wasm as the glue copies: ASCII `charCodeAt` loop / `TextEncoder.encodeInto`", time(asciiLoop.ns), f1(mbps(asciiBytes, asciiLoop.ns)), time(wideEncode.ns), f1(mbps(wideBytes, wideEncode.ns))],
-      ["wasm → JS: `TextDecoder.decode` of the 64 KB", time(asciiDecode.ns), f1(mbps(asciiBytes, asciiDecode.ns)), time(wideDecode.ns), f1(mbps(wideBytes, wideDecode.ns))],
+      ["JS → wasm: `TextEncoder.encodeInto`, how `extractThinking` writes its text", time(asciiEncode.ns), f1(mbps(asciiBytes, asciiEncode.ns)), time(wideEncode.ns), f1(mbps(wideBytes, wideEncode.ns))],
+      ["JS → wasm as the glue copies a string argument (`ThinkingStream.push`): a `charCodeAt` loop while ASCII, then `encodeInto`", time(asciiLoop.ns), f1(mbps(asciiBytes, asciiLoop.ns)), time(wideEncode.ns), f1(mbps(wideBytes, wideEncode.ns))],
+      ["wasm → JS: `TextDecoder.decode` of the 64 KB (how a `ThinkingStream` delta comes back; `extractThinking` needs none)", time(asciiDecode.ns), f1(mbps(asciiBytes, asciiDecode.ns)), time(wideDecode.ns), f1(mbps(wideBytes, wideDecode.ns))],
     ],
     1,
   ),

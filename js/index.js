@@ -31,16 +31,34 @@ export class ThinkingStream extends api.ThinkingStream {
 }
 
 const encoder = new TextEncoder();
+// The core's `thinking::SEPARATOR`, which joins the pieces of thinking.
+const SEPARATOR = "\n\n";
 
-/** Separates thinking from `text` (see the types). The text crosses into wasm as
- * `TextEncoder`'s UTF-8, a native encode and one copy, rather than through the glue's
- * loop over its characters. */
+/** Separates thinking from `text` (see the types). The text goes into wasm as UTF-8 that
+ * `TextEncoder.encodeInto` writes there (not through the glue's loop over its characters)
+ * and what comes back is where the parts lie: the result is made of slices of the caller's
+ * own strings, with nothing decoded out of wasm memory. */
 export function extractThinking(answer, separateReasoning) {
   text(answer, "extractThinking: text");
-  if (separateReasoning != null) {
-    text(separateReasoning, "extractThinking: separateReasoning", ", null or undefined");
+  const reasoning = separateReasoning ?? undefined;
+  if (reasoning !== undefined) {
+    text(reasoning, "extractThinking: separateReasoning", ", null or undefined");
   }
-  return api.extractThinkingUtf8(encoder.encode(answer), separateReasoning);
+  const reasoningBytes = reasoning === undefined ? undefined : encoder.encode(reasoning);
+  // UTF-8 takes at most 3 bytes per UTF-16 unit. encodeInto writes straight into wasm
+  // memory, and much faster than encode for text that is not all ASCII.
+  const { written } = encoder.encodeInto(answer, api.thinkingInput(answer.length * 3));
+  const spans = api.extractThinkingSpans(written, reasoningBytes);
+  const contentEnd = 4 + 2 * spans[3];
+  let content = "";
+  for (let i = 4; i < contentEnd; i += 2) content += answer.slice(spans[i], spans[i + 1]);
+  const thinking = spans[2] > spans[1] ? [reasoning.slice(spans[1], spans[2])] : [];
+  for (let i = contentEnd; i < spans.length; i += 2) thinking.push(answer.slice(spans[i], spans[i + 1]));
+  return {
+    content,
+    thinking: thinking.length > 0 ? thinking.join(SEPARATOR) : null,
+    unclosed: spans[0] === 1,
+  };
 }
 
 /** `value` when it is a string; a TypeError naming `name` otherwise. */

@@ -35,6 +35,7 @@
 //! assert!(!out.unclosed);
 //! ```
 
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use crate::Error;
@@ -47,7 +48,8 @@ pub const DEFAULT_TAGS: [&str; 3] = ["thinking", "reasoning", "think"];
 pub const MAX_TAG_EXTRA: usize = 256;
 
 /// What separates two pieces of thinking (the separate reasoning and each block).
-const SEPARATOR: &str = "\n\n";
+/// What joins the pieces of thinking: a blank line.
+pub const SEPARATOR: &str = "\n\n";
 
 /// Result of a one-shot extraction.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
@@ -58,6 +60,21 @@ pub struct Extracted {
     /// joined with a blank line (`"\n\n"`); `None` when there is none.
     pub thinking: Option<String>,
     /// A thinking block was still open at the end (the answer was cut off while thinking).
+    pub unclosed: bool,
+}
+
+/// Where the parts of a one-shot extraction lie in the text: [`Extracted`] as byte ranges
+/// of the text rather than new strings, for a caller that can slice the text itself (the
+/// JavaScript binding hands back slices of the caller's own string).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spans {
+    /// The content is these ranges, concatenated: already trimmed as a whole, so the first
+    /// does not start and the last does not end with whitespace.
+    pub content: Vec<Range<usize>>,
+    /// The text of each block, each trimmed and non-empty, in order; the thinking is these
+    /// joined by [`SEPARATOR`] (after the separate reasoning, trimmed, if any).
+    pub thinking: Vec<Range<usize>>,
+    /// A thinking block was still open at the end.
     pub unclosed: bool,
 }
 
@@ -149,13 +166,45 @@ impl ThinkingExtractor {
     /// is a closing one, the text before it is thinking: the prompt pre-filled the opening
     /// tag. A closing tag anywhere else outside a block stays in the content.
     pub fn extract(&self, content: &str, separate_reasoning: Option<&str>) -> Extracted {
-        let tags = &*self.tags;
-        let bytes = content.as_bytes();
+        let spans = self.spans(content);
         let mut answer = String::with_capacity(content.len());
+        for range in spans.content {
+            answer.push_str(&content[range]);
+        }
         let mut thinking = String::new();
         if let Some(reasoning) = separate_reasoning {
             append_piece(&mut thinking, reasoning);
         }
+        for range in spans.thinking {
+            append_piece(&mut thinking, &content[range]);
+        }
+        Extracted {
+            content: answer,
+            thinking: (!thinking.is_empty()).then_some(thinking),
+            unclosed: spans.unclosed,
+        }
+    }
+
+    /// [`ThinkingExtractor::extract`] without the separate reasoning, as ranges of
+    /// `content` (see [`Spans`]).
+    pub fn spans(&self, content: &str) -> Spans {
+        let tags = &*self.tags;
+        let bytes = content.as_bytes();
+        let mut spans = Spans::default();
+        let thinking = |spans: &mut Spans, range: Range<usize>| {
+            let piece = &content[range.clone()];
+            let trimmed = piece.trim_start();
+            let start = range.start + (piece.len() - trimmed.len());
+            let end = start + trimmed.trim_end().len();
+            if start < end {
+                spans.thinking.push(start..end);
+            }
+        };
+        let answer = |spans: &mut Spans, range: Range<usize>| {
+            if !range.is_empty() {
+                spans.content.push(range);
+            }
+        };
 
         // `Undecided` until the first tag: if it is a closing tag, the text so far was a
         // pre-filled block.
@@ -185,38 +234,31 @@ impl ThinkingExtractor {
                 search = lt + 1;
                 continue;
             };
-            let before = &content[start..lt];
             mode = match (mode, tag.kind) {
                 (Mode::Block(_), _) | (Mode::Undecided, TagKind::Close) => {
-                    append_piece(&mut thinking, before);
+                    thinking(&mut spans, start..lt);
                     Mode::Text
                 }
                 (_, TagKind::Open(name)) => {
-                    answer.push_str(before);
+                    answer(&mut spans, start..lt);
                     Mode::Block(name)
                 }
                 (_, TagKind::SelfClosing | TagKind::Close) => {
-                    answer.push_str(before);
+                    answer(&mut spans, start..lt);
                     Mode::Text
                 }
             };
             start = lt + tag.len;
             search = start;
         }
-        let rest = &content[start..];
-        let unclosed = matches!(mode, Mode::Block(_));
-        if unclosed {
-            append_piece(&mut thinking, rest);
+        spans.unclosed = matches!(mode, Mode::Block(_));
+        if spans.unclosed {
+            thinking(&mut spans, start..content.len());
         } else {
-            answer.push_str(rest);
+            answer(&mut spans, start..content.len());
         }
-
-        trim_in_place(&mut answer);
-        Extracted {
-            content: answer,
-            thinking: (!thinking.is_empty()).then_some(thinking),
-            unclosed,
-        }
+        trim_ranges(content, &mut spans.content);
+        spans
     }
 
     /// Starts a streaming extraction with this tag set.
@@ -277,12 +319,26 @@ fn append_piece(thinking: &mut String, piece: &str) {
     thinking.push_str(piece);
 }
 
-/// `s.trim()` without a new allocation.
-fn trim_in_place(s: &mut String) {
-    let end = s.trim_end().len();
-    s.truncate(end);
-    let leading = s.len() - s.trim_start().len();
-    s.drain(..leading);
+/// Trims the concatenation of `ranges` of `text` as `str::trim` would, by narrowing or
+/// dropping the ranges at either end.
+fn trim_ranges(text: &str, ranges: &mut Vec<Range<usize>>) {
+    let mut blank = 0;
+    while let Some(first) = ranges.get_mut(blank) {
+        let piece = &text[first.clone()];
+        first.start += piece.len() - piece.trim_start().len();
+        if first.start < first.end {
+            break;
+        }
+        blank += 1;
+    }
+    ranges.drain(..blank);
+    while let Some(last) = ranges.last_mut() {
+        last.end = last.start + text[last.clone()].trim_end().len();
+        if last.start < last.end {
+            break;
+        }
+        ranges.pop();
+    }
 }
 
 /// Incremental extraction over a response that arrives in chunks.

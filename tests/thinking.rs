@@ -489,6 +489,35 @@ proptest! {
         );
     }
 
+    /// The ranges of `spans` lie in order on character boundaries, content and thinking
+    /// apart, none empty, each thinking range trimmed and the content trimmed at its ends:
+    /// what a caller that slices the text itself relies on.
+    #[test]
+    fn spans_are_ordered_trimmed_slices(text in any_text()) {
+        let spans = ThinkingExtractor::default().spans(&text);
+        for list in [&spans.content, &spans.thinking] {
+            for pair in list.windows(2) {
+                prop_assert!(pair[0].end <= pair[1].start, "{:?}", list);
+            }
+        }
+        let mut all: Vec<_> = spans.content.iter().chain(&spans.thinking).cloned().collect();
+        all.sort_by_key(|r| r.start);
+        for pair in all.windows(2) {
+            prop_assert!(pair[0].end <= pair[1].start, "{:?}", spans);
+        }
+        for r in &all {
+            prop_assert!(r.start < r.end && r.end <= text.len(), "{:?}", r);
+            prop_assert!(text.is_char_boundary(r.start) && text.is_char_boundary(r.end));
+        }
+        for r in &spans.thinking {
+            prop_assert_eq!(&text[r.clone()], text[r.clone()].trim());
+        }
+        if let (Some(first), Some(last)) = (spans.content.first(), spans.content.last()) {
+            prop_assert_eq!(&text[first.clone()], text[first.clone()].trim_start());
+            prop_assert_eq!(&text[last.clone()], text[last.clone()].trim_end());
+        }
+    }
+
     /// Text without `<` is the content, trimmed.
     #[test]
     fn text_without_tags_is_content(text in "[^<]{0,60}") {

@@ -93,7 +93,20 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     const text = "<think>2 and 2 make 4.</think>\\nThe answer is 4.";
     const oneShot = extractThinking(text, "First, reasoning.");
     const plain = extractThinking("No thoughts here.");
-    const unicode = extractThinking("<think>😀 é \ud800</think> ß");
+    const unicode = extractThinking("<think>😀 é \\ud800</think> ß");
+    // Every part of an answer at every position, each a slice, against the streaming
+    // extractor (which crosses strings in and out): the offsets must land exactly.
+    const mixed = "  é😀 <think> 🦀 x\u2003</think>\u2003ü <think>y😀</think> z <think>\\n</think> ✓ ";
+    const mixedOneShot = extractThinking(mixed, " \u00a0reasoning ✓\\n");
+    const mixedStream = new ThinkingStream();
+    let mixedContent = "";
+    let mixedThinking = mixedStream.pushReasoning(" \u00a0reasoning ✓\\n").thinking;
+    for (const character of mixed) {
+      const d = mixedStream.push(character);
+      mixedContent += d.content;
+      mixedThinking += d.thinking;
+    }
+    const last = mixedStream.finish();
     const typeErrorOf = (call) => {
       try {
         call();
@@ -130,7 +143,8 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     limiter.cancel(reservation);
 
     report({
-      oneShot, plain, unicode, wrongTypes, wrongStreamTypes, afterwards, streamed: { content, thinking, unclosed: stream.unclosed },
+      oneShot, plain, unicode, wrongTypes, wrongStreamTypes, afterwards,
+      mixed: { oneShot: mixedOneShot, streamed: { content: mixedContent + last.content, thinking: mixedThinking + last.thinking } }, streamed: { content, thinking, unclosed: stream.unclosed },
       prefilled: { content: a.content + b.content + c.content, thinking: a.thinking + b.thinking + c.thinking, openBeforeClose },
       waits, reservation, status: limiter.status(1000),
     });
@@ -141,13 +155,20 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     unclosed: false,
   });
   assert.deepEqual(result.plain, { content: 'No thoughts here.', thinking: null, unclosed: false });
-  // A lone surrogate becomes U+FFFD, as any string crossing into wasm.
-  assert.deepEqual(result.unicode, { content: 'ß', thinking: '😀 é \ufffd', unclosed: false });
+  // The parts are slices of the caller's string: even a lone surrogate comes back as it was
+  // (a string crossing into wasm would have turned it into U+FFFD).
+  assert.deepEqual(result.unicode, { content: 'ß', thinking: '😀 é \ud800', unclosed: false });
   assert.deepEqual(result.wrongTypes, [
     'extractThinking: text must be a string, got number',
     'extractThinking: text must be a string, got null',
     'extractThinking: separateReasoning must be a string, null or undefined, got number',
   ]);
+  assert.deepEqual(result.mixed.oneShot, {
+    content: 'é😀 \u2003ü  z  ✓',
+    thinking: 'reasoning ✓\n\n🦀 x\n\ny😀',
+    unclosed: false,
+  });
+  assert.deepEqual(result.mixed.streamed, { content: result.mixed.oneShot.content, thinking: result.mixed.oneShot.thinking });
   assert.deepEqual(result.wrongStreamTypes, [
     'ThinkingStream.push: chunk must be a string, got number',
     'ThinkingStream.push: chunk must be a string, got an array',
