@@ -48,7 +48,6 @@ pub const DEFAULT_TAGS: [&str; 3] = ["thinking", "reasoning", "think"];
 pub const MAX_TAG_EXTRA: usize = 256;
 
 /// What separates two pieces of thinking (the separate reasoning and each block).
-/// What joins the pieces of thinking: a blank line.
 pub const SEPARATOR: &str = "\n\n";
 
 /// Result of a one-shot extraction.
