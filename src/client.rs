@@ -3,7 +3,7 @@
 //! A [`Client`] owns a [`Provider`] (the HTTP mapping), its [`RateLimiter`] and a
 //! [`Runtime`]. It never sleeps while holding the limiter: a call reserves its place,
 //! releases the borrow, sleeps until its start time, and sends. Reservations are given
-//! back by drop ([`Permit`]), so a cancelled or timed-out call never leaks budget.
+//! back by drop (a `Permit`), so a cancelled or timed-out call never leaks budget.
 //! Everything platform-specific is behind the runtime; this module is pure logic.
 
 use std::cell::RefCell;

@@ -1,7 +1,7 @@
 //! Providers as data: how a chat completion maps to HTTP and back, for each kind of upstream.
 //!
 //! A [`Provider`] is set up once from a [`ProviderConfig`]; its kind decides only an
-//! [`Endpoint`] (the URL and the credential header; see `openai.rs` and `azure.rs`). Everything
+//! `Endpoint` (the URL and the credential header; see `openai.rs` and `azure.rs`). Everything
 //! after that is shared and pure: [`Provider::build_request`] turns messages and a
 //! [`GenerationConfig`] into an [`HttpRequest`], [`Provider::parse_response`] turns status,
 //! headers and body into a [`Completion`] or a typed [`Error`], and
