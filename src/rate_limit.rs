@@ -367,6 +367,15 @@ impl RateLimiter {
         }
     }
 
+    /// [`Self::reserve`] for a caller that sleeps the wait and never reports back: the
+    /// request is charged its estimate, and not counted in flight, where nothing would
+    /// ever end it (in-flight tokens are taken off the server's remaining figures).
+    pub fn reserve_wait(&mut self, now_ms: f64, tokens: u32) -> f64 {
+        let reservation = self.reserve(now_ms, tokens);
+        self.end_in_flight(&reservation);
+        reservation.wait_ms
+    }
+
     /// How much longer the request of `reservation` must wait at `now_ms`, if a server
     /// signal (a 429's `retry-after`, no remaining requests) arrived since it was reserved.
     /// Check it right before sending, and again after sleeping; `None` means go.

@@ -1123,3 +1123,21 @@ fn run_callers(
     }
     Ok(())
 }
+
+#[test]
+fn reserve_wait_leaves_nothing_in_flight() {
+    let mut limiter = limiter(6000, 6_000_000);
+    for i in 0..1000 {
+        let wait = limiter.reserve_wait(T0 + f64::from(i) * 10.0, 100);
+        assert_eq!(wait, 0.0);
+    }
+    assert_eq!(limiter.status(T0 + 10_000.0).in_flight, 0);
+    // So a server's remaining figure is not reduced by requests that ended long ago.
+    limiter.observe(
+        T0 + 10_000.0,
+        &headers(&[("x-ratelimit-remaining-tokens", "90000")]),
+        200,
+        None,
+    );
+    assert_eq!(limiter.reserve(T0 + 10_000.0, 50_000).wait_ms, 0.0);
+}

@@ -867,10 +867,11 @@ impl JsRateLimiter {
         ))
     }
 
-    /// Like `reserve`, returning only the wait in milliseconds (the cheapest decision).
+    /// Like `reserve`, returning only the wait in milliseconds, for a caller that never
+    /// reconciles (the cheapest decision).
     #[wasm_bindgen(skip_typescript, js_name = reserveWait)]
     pub fn reserve_wait(&mut self, tokens: u32, now_ms: Option<f64>) -> f64 {
-        self.inner.reserve(now_or(now_ms), tokens).wait_ms
+        self.inner.reserve_wait(now_or(now_ms), tokens)
     }
 
     /// How much longer `reservation` must wait because of a server signal, or `null`.

@@ -315,7 +315,8 @@ export class RateLimiter {
    * `blockedFor(reservation)` and wait again while it answers a number (timers may fire a
    * little early, and a server's 429 may have paused the limiter meanwhile); then send. */
   reserve(tokens: number, nowMs?: number | null): Reservation;
-  /** Like `reserve`, returning only the wait in milliseconds. */
+  /** Like `reserve`, returning only the wait in milliseconds, for a caller that never
+   * reconciles: the request is charged its estimate and not counted in flight. */
   reserveWait(tokens: number, nowMs?: number | null): number;
   /** How much longer to wait because of a server signal since reserving, if any. */
   blockedFor(reservation: Reservation, nowMs?: number | null): number | undefined;
