@@ -4,7 +4,7 @@
 //! What a row holds and where it goes is decided in [`crate::record`]; this module only
 //! binds it to SQL. No user data is ever part of an SQL text.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use wasm_bindgen::JsValue;
 use worker::{console_error, console_warn, D1Database};
 
@@ -48,12 +48,18 @@ pub async fn insert(db: &D1Database, record: &Record) {
         text(&record.upstream_id),
         JsValue::from_f64(if record.truncated { 1.0 } else { 0.0 }),
     ];
-    let sql = if record.is_valid() {
-        format!("INSERT INTO responses ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")
+    let reason = if record.is_valid() {
+        ""
     } else {
         values.push(text(&record.invalid_reason));
-        format!("INSERT INTO invalid_responses ({COLUMNS}, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)")
+        ", reason"
     };
+    let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({COLUMNS}{reason}) VALUES ({})",
+        record.table(),
+        placeholders.join(", ")
+    );
     let runtime = WasmRuntime;
     for attempt in 1..=WRITE_ATTEMPTS {
         let outcome = match db.prepare(sql.as_str()).bind(&values) {
@@ -155,5 +161,5 @@ fn tidy(row: Value) -> Value {
             map.insert(key.to_string(), Value::Bool(v != 0.0));
         }
     }
-    Value::Object(Map::from_iter(map))
+    Value::Object(map)
 }
