@@ -463,6 +463,11 @@ pub struct CompletionStream<R: Runtime> {
 }
 
 impl<R: Runtime> CompletionStream<R> {
+    /// The provider that answers (after a failover: the one that opened the stream).
+    pub fn provider(&self) -> &Provider {
+        self.client.provider()
+    }
+
     /// The answer as far as it arrived, while the stream runs or after an error ended it:
     /// what to keep of a broken or abandoned stream. `None` once [`StreamEvent::Done`]
     /// handed out the whole answer.

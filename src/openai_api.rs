@@ -156,14 +156,6 @@ pub struct ChatRequest {
     pub fallback: Vec<String>,
 }
 
-impl ChatRequest {
-    /// The providers to try, in order, when failing over: the one asked for (else
-    /// `default`), then the fallbacks; `None` when there is no fallback.
-    pub fn route(&self, default: &str) -> Option<Vec<String>> {
-        failover_order(self.provider.as_deref(), &self.fallback, default)
-    }
-}
-
 /// The providers to try when failing over: `provider` (else `default`), then the
 /// fallbacks, each once; `None` when there is no fallback (the one provider alone).
 pub fn failover_order(

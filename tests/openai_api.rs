@@ -6,8 +6,9 @@
 
 use llm_distiller::chat::{LlmResponse, Message, Usage};
 use llm_distiller::openai_api::{
-    bearer_token, chunk_event, completion_body, delta_object, error_event, parse_chat_request,
-    token_matches, too_large, ApiError, ChatRequest, DONE_EVENT, MAX_REQUEST_BYTES,
+    bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
+    parse_chat_request, token_matches, too_large, ApiError, ChatRequest, DONE_EVENT,
+    MAX_REQUEST_BYTES,
 };
 use llm_distiller::Error;
 use proptest::prelude::*;
@@ -220,7 +221,7 @@ fn a_full_request_keeps_every_parameter() {
     assert_eq!(chat.provider.as_deref(), Some("main"));
     assert_eq!(chat.fallback, ["backup", "local"]);
     assert_eq!(
-        chat.route("dflt"),
+        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
         Some(vec![
             "main".to_string(),
             "backup".to_string(),
@@ -265,7 +266,11 @@ fn a_minimal_request_leaves_the_providers_defaults() {
     assert!(!chat.include_usage);
     assert_eq!(chat.provider, None);
     assert!(chat.fallback.is_empty());
-    assert_eq!(chat.route("dflt"), None, "the default provider alone");
+    assert_eq!(
+        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
+        None,
+        "the default provider alone"
+    );
 }
 
 #[test]
@@ -363,20 +368,28 @@ fn fallback_may_be_one_name_or_a_list() {
     .unwrap();
     assert_eq!(chat.fallback, ["backup"]);
     assert_eq!(
-        chat.route("dflt"),
+        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
         Some(vec!["main".to_string(), "backup".to_string()])
     );
 
     let chat = parse(&request_with(json!({ "provider": "main" }))).unwrap();
-    assert_eq!(chat.route("dflt"), None, "one named provider, no failover");
+    assert_eq!(
+        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
+        None,
+        "one named provider, no failover"
+    );
 
     let chat = parse(&request_with(json!({ "provider": "main", "fallback": [] }))).unwrap();
-    assert_eq!(chat.route("dflt"), None, "an empty fallback is no failover");
+    assert_eq!(
+        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
+        None,
+        "an empty fallback is no failover"
+    );
 
     // Without `provider`, the default provider goes first, then the fallbacks (once each).
     let chat = parse(&request_with(json!({ "fallback": ["backup", "dflt"] }))).unwrap();
     assert_eq!(
-        chat.route("dflt"),
+        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
         Some(vec!["dflt".to_string(), "backup".to_string()])
     );
 }

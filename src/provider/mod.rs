@@ -108,6 +108,11 @@ impl Provider {
         &self.endpoint.model
     }
 
+    /// The model a call with `config` asks for: its own, else [`Self::model`].
+    pub fn model_for<'a>(&'a self, config: &'a GenerationConfig) -> &'a str {
+        config.model.as_deref().unwrap_or(&self.endpoint.model)
+    }
+
     /// Builds the HTTP request for `messages` under `config`; `stream` asks for
     /// server-sent events (with a final usage chunk).
     pub fn build_request(
@@ -119,8 +124,7 @@ impl Provider {
         config.validate()?;
         let mut body = Map::new();
         if self.endpoint.model_in_body {
-            let model = config.model.as_deref().unwrap_or(&self.endpoint.model);
-            body.insert("model".into(), model.into());
+            body.insert("model".into(), self.model_for(config).into());
         }
         body.insert(
             "messages".into(),

@@ -15,6 +15,7 @@
 mod store;
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 
 use futures_util::stream::{self, Stream, StreamExt};
@@ -30,8 +31,7 @@ use crate::error::Error;
 use crate::manager::ProviderManager;
 use crate::openai_api::{
     bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
-    parse_chat_request, token_matches, too_large, ApiError, ChatRequest, DONE_EVENT,
-    MAX_REQUEST_BYTES,
+    parse_chat_request, token_matches, too_large, ApiError, DONE_EVENT, MAX_REQUEST_BYTES,
 };
 use crate::record::{is_id, new_id, ListQuery, Record};
 use crate::runtime::Runtime;
@@ -326,32 +326,46 @@ fn fresh_id() -> (String, f64) {
 
 /// Stores `record` after the response, in `ctx.wait_until`.
 fn store_later(ctx: &Context, env: &Env, record: Record) {
-    match database(env) {
-        Ok(db) => ctx.wait_until(async move { store::insert(&db, &record).await }),
+    ctx.wait_until(store_row(database(env), record));
+}
+
+/// Stores `record` in `db`, or says why it cannot.
+async fn store_row(db: Result<D1Database, ApiError>, record: Record) {
+    match db {
+        Ok(db) => store::insert(&db, &record).await,
         Err(e) => console_warn!("response {} not stored: {}", record.id, e.message),
     }
 }
 
-/// Checks the providers a request names before anything is sent, so an unknown name is
-/// the client's 400, not a stored failure.
-fn check_route(
-    manager: &Manager,
-    provider: Option<&str>,
-    fallback: &[String],
-) -> Result<(), ApiError> {
-    for name in provider
-        .into_iter()
-        .chain(fallback.iter().map(String::as_str))
-    {
-        // An unknown name is an error about the call's `provider` field; a provider that
-        // could not be set up names its own configuration field and is answered later.
-        if let Err(error) = manager.client(Some(name)) {
-            if matches!(&error, Error::Config { field, .. } if field == "provider") {
-                return Err(ApiError::invalid(Some("provider"), error.to_string()));
-            }
-        }
+/// A value handed over once from the request's handling to `ctx.wait_until` work, which
+/// outlives it (a client that hangs up cancels the handling): a one-shot channel over a
+/// promise.
+struct Handoff<T> {
+    slot: Rc<RefCell<Option<T>>>,
+    resolve: js_sys::Function,
+}
+
+impl<T: 'static> Handoff<T> {
+    /// The sending half, and the future of what is sent (`None` if nothing ever is).
+    fn new() -> Result<(Self, impl Future<Output = Option<T>>), ApiError> {
+        let slot: Rc<RefCell<Option<T>>> = Rc::default();
+        let mut resolve = None;
+        let sent = js_sys::Promise::new(&mut |resolve_fn, _reject| resolve = Some(resolve_fn));
+        let resolve = resolve.ok_or_else(|| {
+            ApiError::new(500, "server_error", "internal_error", "no promise resolver")
+        })?;
+        let received = Rc::clone(&slot);
+        let value = async move {
+            let _ = wasm_bindgen_futures::JsFuture::from(sent).await;
+            received.borrow_mut().take()
+        };
+        Ok((Self { slot, resolve }, value))
     }
-    Ok(())
+
+    fn send(&self, value: T) {
+        *self.slot.borrow_mut() = Some(value);
+        let _ = self.resolve.call0(&JsValue::NULL);
+    }
 }
 
 async fn chat_completions(
@@ -363,54 +377,102 @@ async fn chat_completions(
     let header_provider = request.headers().get("x-llm-provider").ok().flatten();
     let chat = parse_chat_request(&body, header_provider.as_deref())?;
     let manager = manager(env)?;
-    check_route(&manager, chat.provider.as_deref(), &chat.fallback)?;
     let request_json = json!({ "messages": chat.messages, "config": chat.config, "provider": chat.provider, "fallback": chat.fallback }).to_string();
-    let prompt = Prompt::Messages(chat.messages.clone());
-    if chat.stream {
-        let (id, created) = fresh_id();
-        return stream_completion(manager, chat, prompt, id, created, request_json, env, ctx).await;
-    }
     let call = Call {
-        prompt: &prompt,
-        config: &chat.config,
-        provider: chat.provider.as_deref(),
-        fallback: &chat.fallback,
-        request_json: &request_json,
+        prompt: Prompt::Messages(chat.messages),
+        config: chat.config,
+        provider: chat.provider,
+        fallback: chat.fallback,
+        request_json,
     };
+    if chat.stream {
+        return stream_completion(manager, call, chat.include_usage, env, ctx).await;
+    }
     let (id, created, response) = answer(&manager, &call, env, ctx).await?;
     let body = completion_body(&id, (created / 1000.0) as u64, &response);
     Ok(json_response(&body, 200, Some(&id)))
 }
 
-/// One non-streamed call as the Worker receives it.
-struct Call<'a> {
-    prompt: &'a Prompt,
-    config: &'a GenerationConfig,
-    provider: Option<&'a str>,
-    fallback: &'a [String],
+/// One call as the Worker receives it, from either endpoint.
+struct Call {
+    prompt: Prompt,
+    config: GenerationConfig,
+    provider: Option<String>,
+    fallback: Vec<String>,
     /// The request as it is stored.
-    request_json: &'a str,
+    request_json: String,
+}
+
+impl Call {
+    /// The providers to fail over through, or `None` for the one provider alone.
+    fn order(&self, manager: &Manager) -> Option<Vec<String>> {
+        failover_order(
+            self.provider.as_deref(),
+            &self.fallback,
+            manager.default_provider(),
+        )
+    }
+
+    /// The error answer of the call's failure, stored first (unless it was the client's
+    /// own mistake, which stores nothing).
+    fn fail(
+        &self,
+        manager: &Manager,
+        id: String,
+        created: f64,
+        error: &Error,
+        env: &Env,
+        ctx: &Context,
+    ) -> ApiError {
+        let mut api = ApiError::from_error(error);
+        let provider = self
+            .provider
+            .as_deref()
+            .unwrap_or(manager.default_provider());
+        let model = manager
+            .client(Some(error.provider().unwrap_or(provider)))
+            .map(|c| c.provider().model_for(&self.config).to_string())
+            .unwrap_or_else(|_| self.config.model.clone().unwrap_or_default());
+        let record = Record::failure(
+            id.clone(),
+            created,
+            &self.request_json,
+            provider,
+            &model,
+            error,
+        );
+        if let Some(record) = record {
+            store_later(ctx, env, record);
+            api.message = format!("{} (stored as {id})", api.message);
+        }
+        api
+    }
 }
 
 /// Runs `call` (failing over when it names fallbacks), stores its answer, or its failure,
 /// after the response, and gives the answer with its stored id and arrival time.
 async fn answer(
     manager: &Manager,
-    call: &Call<'_>,
+    call: &Call,
     env: &Env,
     ctx: &Context,
 ) -> Result<(String, f64, LlmResponse), ApiError> {
     let (id, created) = fresh_id();
     let options = CallOptions::default();
-    let result = match failover_order(call.provider, call.fallback, manager.default_provider()) {
+    let result = match call.order(manager) {
         Some(order) => {
             manager
-                .generate_with_failover(call.prompt, call.config, Some(&order), &options)
+                .generate_with_failover(&call.prompt, &call.config, Some(&order), &options)
                 .await
         }
         None => {
             manager
-                .generate(call.prompt, call.config, call.provider, &options)
+                .generate(
+                    &call.prompt,
+                    &call.config,
+                    call.provider.as_deref(),
+                    &options,
+                )
                 .await
         }
     };
@@ -419,62 +481,20 @@ async fn answer(
             let record = Record::answer(
                 id.clone(),
                 created,
-                call.request_json,
+                &call.request_json,
                 &response,
                 call.config.wants_json(),
             );
             store_later(ctx, env, record);
             Ok((id, created, response))
         }
-        Err(error) => Err(fail(
-            manager,
-            call.config,
-            call.provider,
-            id,
-            created,
-            call.request_json,
-            &error,
-            env,
-            ctx,
-        )),
+        Err(error) => Err(call.fail(manager, id, created, &error, env, ctx)),
     }
-}
-
-/// The error answer of a call that failed, stored first (unless it was the client's own
-/// mistake, which stores nothing).
-#[allow(clippy::too_many_arguments)] // one place for both endpoints' failures
-fn fail(
-    manager: &Manager,
-    config: &GenerationConfig,
-    provider: Option<&str>,
-    id: String,
-    created: f64,
-    request_json: &str,
-    error: &Error,
-    env: &Env,
-    ctx: &Context,
-) -> ApiError {
-    let mut api = ApiError::from_error(error);
-    let provider = provider.unwrap_or(manager.default_provider());
-    let model = config.model.clone().unwrap_or_else(|| {
-        let name = error.provider().unwrap_or(provider);
-        manager
-            .client(Some(name))
-            .map(|c| c.provider().model().to_string())
-            .unwrap_or_default()
-    });
-    let Some(record) = Record::failure(id.clone(), created, request_json, provider, &model, error)
-    else {
-        return api;
-    };
-    store_later(ctx, env, record);
-    api.message = format!("{} (stored as {id})", api.message);
-    api
 }
 
 /// What the SSE body needs between chunks.
 struct Streaming {
-    upstream: Option<CompletionStream<WasmRuntime>>,
+    upstream: CompletionStream<WasmRuntime>,
     id: String,
     created: f64,
     model: String,
@@ -482,13 +502,12 @@ struct Streaming {
     request_json: String,
     wants_json: bool,
     /// Where the record goes when the stream ends, one way or the other: a
-    /// `ctx.wait_until` registered before the response, waiting for `resolve`, stores it.
+    /// `ctx.wait_until` registered before the response stores what it is sent.
     /// (Registered later, from the stream's own end, it would not run when the client
     /// disconnects: workerd cancels the body first.)
-    slot: Rc<RefCell<Option<Record>>>,
-    resolve: js_sys::Function,
+    row: Handoff<Record>,
+    /// The record was sent to `row`: the stream is over.
     stored: bool,
-    finished: bool,
 }
 
 impl Streaming {
@@ -506,7 +525,7 @@ impl Streaming {
         let received;
         let response = match response {
             Some(response) => response,
-            None => match self.upstream.as_ref().and_then(CompletionStream::received) {
+            None => match self.upstream.received() {
                 Some(partial) => {
                     received = partial;
                     &received
@@ -525,17 +544,15 @@ impl Streaming {
         if reason.is_some() {
             record.invalid_reason = reason;
         }
-        *self.slot.borrow_mut() = Some(record);
-        let _ = self.resolve.call0(&JsValue::NULL);
+        self.row.send(record);
     }
 
     /// The next SSE events, or `None` at the end.
     async fn next_events(&mut self) -> Option<String> {
-        if self.finished {
+        if self.stored {
             return None;
         }
-        let upstream = self.upstream.as_mut()?;
-        match upstream.next().await {
+        match self.upstream.next().await {
             Some(Ok(StreamEvent::Delta(delta))) => {
                 let delta = delta_object(&delta.content, &delta.thinking);
                 Some(chunk_event(
@@ -548,7 +565,6 @@ impl Streaming {
                 ))
             }
             Some(Ok(StreamEvent::Done(response))) => {
-                self.finished = true;
                 self.model = response.model.clone();
                 let mut events = chunk_event(
                     &self.id,
@@ -573,12 +589,10 @@ impl Streaming {
                 Some(events)
             }
             Some(Err(error)) => {
-                self.finished = true;
                 self.store(None, Some(format!("stream_error: {error}")));
                 Some(error_event(&ApiError::from_error(&error)) + DONE_EVENT)
             }
             None => {
-                self.finished = true;
                 self.store(
                     None,
                     Some("stream_error: the upstream stream ended without an answer".into()),
@@ -601,88 +615,54 @@ impl Drop for Streaming {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the request's parts, moved into the stream
 async fn stream_completion(
     manager: Rc<Manager>,
-    chat: ChatRequest,
-    prompt: Prompt,
-    id: String,
-    created: f64,
-    request_json: String,
+    call: Call,
+    include_usage: bool,
     env: &Env,
     ctx: &Rc<Context>,
 ) -> Result<Response, ApiError> {
+    let (id, created) = fresh_id();
     let options = CallOptions::default();
-    let order = chat.route(manager.default_provider());
-    let opened = match &order {
+    let opened = match call.order(&manager) {
         Some(order) => {
             manager
-                .stream_with_failover(&prompt, &chat.config, Some(order), &options)
+                .stream_with_failover(&call.prompt, &call.config, Some(&order), &options)
                 .await
         }
         None => {
             manager
-                .stream(&prompt, &chat.config, chat.provider.as_deref(), &options)
+                .stream(
+                    &call.prompt,
+                    &call.config,
+                    call.provider.as_deref(),
+                    &options,
+                )
                 .await
         }
     };
     let upstream = match opened {
         Ok(upstream) => upstream,
-        Err(error) => {
-            return Err(fail(
-                &manager,
-                &chat.config,
-                chat.provider.as_deref(),
-                id,
-                created,
-                &request_json,
-                &error,
-                env,
-                ctx,
-            ))
-        }
+        Err(error) => return Err(call.fail(&manager, id, created, &error, env, ctx)),
     };
-    let provider = chat
-        .provider
-        .clone()
-        .unwrap_or_else(|| manager.default_provider().to_string());
-    let model = chat.config.model.clone().unwrap_or_else(|| {
-        manager
-            .client(Some(&provider))
-            .map(|c| c.provider().model().to_string())
-            .unwrap_or_default()
-    });
-    let slot: Rc<RefCell<Option<Record>>> = Rc::default();
-    let mut resolve = None;
-    let ended = js_sys::Promise::new(&mut |resolve_fn, _reject| resolve = Some(resolve_fn));
-    let resolve = resolve.ok_or_else(|| {
-        ApiError::new(500, "server_error", "internal_error", "no promise resolver")
-    })?;
-    match database(env) {
-        Ok(db) => {
-            let slot = Rc::clone(&slot);
-            ctx.wait_until(async move {
-                let _ = wasm_bindgen_futures::JsFuture::from(ended).await;
-                let record = slot.borrow_mut().take();
-                if let Some(record) = record {
-                    store::insert(&db, &record).await;
-                }
-            });
+    let model = upstream.provider().model_for(&call.config).to_string();
+    let (row, ended) = Handoff::new()?;
+    let db = database(env);
+    ctx.wait_until(async move {
+        if let Some(record) = ended.await {
+            store_row(db, record).await;
         }
-        Err(e) => console_warn!("response {id} will not be stored: {}", e.message),
-    }
+    });
     let state = Streaming {
-        upstream: Some(upstream),
+        upstream,
         id: id.clone(),
         created,
         model: model.clone(),
-        include_usage: chat.include_usage,
-        request_json,
-        wants_json: chat.config.wants_json(),
-        slot: Rc::clone(&slot),
-        resolve,
+        include_usage,
+        wants_json: call.config.wants_json(),
+        request_json: call.request_json,
+        row,
         stored: false,
-        finished: false,
     };
     let role = chunk_event(
         &id,
@@ -737,14 +717,13 @@ async fn generate(
         .validate()
         .map_err(|e| ApiError::from_error(&e))?;
     let manager = manager(env)?;
-    check_route(&manager, call.provider.as_deref(), &call.fallback)?;
     let request_json = json!({ "prompt": call.prompt, "config": call.config, "provider": call.provider, "fallback": call.fallback }).to_string();
     let run = Call {
-        prompt: &call.prompt,
-        config: &call.config,
-        provider: call.provider.as_deref(),
-        fallback: &call.fallback,
-        request_json: &request_json,
+        prompt: call.prompt,
+        config: call.config,
+        provider: call.provider,
+        fallback: call.fallback,
+        request_json,
     };
     let (id, _, response) = answer(&manager, &run, env, ctx).await?;
     let mut body = serde_json::to_value(&response).unwrap_or(Value::Null);

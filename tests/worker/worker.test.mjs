@@ -52,6 +52,7 @@ const OPENAI_PROVIDERS = {
   length: ['length', {}],
   empty: ['empty', {}],
   slowp: ['slow:3000', { timeout_ms: 300, retry: NO_RETRY }],
+  patient: ['slow:1500', {}],
   demo: ['demo', {}],
   broken: ['stream_break', { retry: NO_RETRY }],
   cut: ['truncated', { retry: NO_RETRY }],
@@ -796,6 +797,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       const id = res.headers.get('x-distiller-id');
       const chunks = sseData(res.text).slice(0, -1).map((d) => JSON.parse(d));
       assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), `Answer to: ${prompt}`);
+      assert.deepEqual([...new Set(chunks.map((c) => c.model))], ['model-main'], 'every chunk names the model that answered');
       const row = await storedRow(id);
       assert.equal(row.content, `Answer to: ${prompt}`);
       assert.equal(row.provider, 'main', 'the stored row names the provider that answered');
@@ -938,6 +940,32 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     }
     const row = await storedRow(res.json.id);
     assert.equal(row.provider, 'azure');
+    assert.equal(row.valid, true);
+  });
+
+  // The call of a non-streamed answer runs in wait_until, not in the handler that a
+  // client's hang-up cancels: the answer still arrives and is stored.
+  test('a non-streamed answer the client stopped waiting for is stored all the same', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const prompt = `hang up ${RUN}`;
+    const controller = new AbortController();
+    const sent = fetch(`${worker.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: userMessage(prompt), provider: 'patient' }),
+      signal: controller.signal,
+    });
+    await sleep(400);
+    controller.abort();
+    await assert.rejects(sent, { name: 'AbortError' });
+    const deadline = Date.now() + 10_000;
+    let row;
+    while (!row) {
+      row = (await listAll({ provider: 'patient' })).find((r) => r.content === `Answer to: ${prompt}`);
+      if (!row) {
+        assert.ok(Date.now() < deadline, 'the answer was not stored within 10 s');
+        await sleep(200);
+      }
+    }
     assert.equal(row.valid, true);
   });
 
