@@ -6,6 +6,7 @@
 //! does construction fail. Pure orchestration over [`Client`]s; the platform is the
 //! [`Runtime`] passed in.
 
+use std::future::Future;
 use std::rc::Rc;
 
 use futures_util::stream::{self, StreamExt};
@@ -235,16 +236,34 @@ impl<R: Runtime> ProviderManager<R> {
         order: Option<&[String]>,
         options: &CallOptions,
     ) -> Result<LlmResponse> {
+        self.failover(config, order, |client| {
+            client.generate(prompt, config, options)
+        })
+        .await
+    }
+
+    /// Runs `call` with the client of each provider of `order` in turn, as
+    /// [`Self::generate_with_failover`] describes.
+    async fn failover<'a, T, F, Fut>(
+        &'a self,
+        config: &GenerationConfig,
+        order: Option<&[String]>,
+        mut call: F,
+    ) -> Result<T>
+    where
+        F: FnMut(&'a Client<R>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let names = self.failover_order(order)?;
         config.validate()?;
         let mut errors = Vec::new();
         for name in names {
             let outcome = match self.client(Some(&name)) {
-                Ok(client) => client.generate(prompt, config, options).await,
+                Ok(client) => call(client).await,
                 Err(setup) => Err(setup),
             };
             match outcome {
-                Ok(response) => return Ok(response),
+                Ok(answer) => return Ok(answer),
                 Err(error @ Error::Aborted) => return Err(error),
                 Err(error @ Error::Config { .. }) if self.client(Some(&name)).is_ok() => {
                     return Err(error)
@@ -291,24 +310,10 @@ impl<R: Runtime> ProviderManager<R> {
         order: Option<&[String]>,
         options: &CallOptions,
     ) -> Result<CompletionStream<R>> {
-        let names = self.failover_order(order)?;
-        config.validate()?;
-        let mut errors = Vec::new();
-        for name in names {
-            let outcome = match self.client(Some(&name)) {
-                Ok(client) => client.stream(prompt, config, options).await,
-                Err(setup) => Err(setup),
-            };
-            match outcome {
-                Ok(stream) => return Ok(stream),
-                Err(error @ Error::Aborted) => return Err(error),
-                Err(error @ Error::Config { .. }) if self.client(Some(&name)).is_ok() => {
-                    return Err(error)
-                }
-                Err(error) => errors.push((name, error)),
-            }
-        }
-        Err(Error::AllProvidersFailed { errors })
+        self.failover(config, order, |client| {
+            client.stream(prompt, config, options)
+        })
+        .await
     }
 
     /// Generates an answer for every prompt, at most `options.concurrency` at once, all
