@@ -32,8 +32,8 @@
 //! let mut events = parser.push(b"data: {\"choices\":[]}\n\nda");
 //! events.extend(parser.push(b"ta: [DONE]\n\n"));
 //! assert_eq!(events.len(), 2);
-//! assert!(matches!(parse_data(&events[0].data), Ok(ChunkPayload::Json(_))));
-//! assert_eq!(parse_data(&events[1].data), Ok(ChunkPayload::Done));
+//! assert_eq!(parse_data(&events[0].data), Some(ChunkPayload::Json("{\"choices\":[]}")));
+//! assert_eq!(parse_data(&events[1].data), Some(ChunkPayload::Done));
 //! ```
 
 use std::fmt;
@@ -396,30 +396,25 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// What one `data:` payload of a streamed chat completion means.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ChunkPayload {
+/// What one `data:` payload of a streamed chat completion is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkPayload<'a> {
     /// The literal `[DONE]` that ends an OpenAI or Azure OpenAI stream.
     Done,
-    /// A JSON value: normally a `chat.completion.chunk` object, or an error object some
-    /// servers send mid-stream. Its shape is for the provider mapping to judge.
-    Json(serde_json::Value),
+    /// Anything else: the JSON text of a `chat.completion.chunk`, or of an error object
+    /// some servers send mid-stream. Reading it (and refusing what is not JSON) is the
+    /// provider mapping's part.
+    Json(&'a str),
 }
 
-/// Reads the `data` of one streamed chat-completion event: `[DONE]` (surrounding
-/// whitespace ignored) or JSON. Anything else is an error with a short reason, which
-/// does not quote the payload.
-pub fn parse_data(data: &str) -> Result<ChunkPayload, String> {
-    let data = data.trim();
-    if data == "[DONE]" {
-        return Ok(ChunkPayload::Done);
+/// Reads the `data` of one streamed chat-completion event, surrounding whitespace
+/// ignored: `[DONE]`, or the text of a chunk; `None` for empty data, which means nothing.
+pub fn parse_data(data: &str) -> Option<ChunkPayload<'_>> {
+    match data.trim() {
+        "" => None,
+        "[DONE]" => Some(ChunkPayload::Done),
+        chunk => Some(ChunkPayload::Json(chunk)),
     }
-    if data.is_empty() {
-        return Err("stream chunk has empty data".to_string());
-    }
-    serde_json::from_str(data)
-        .map(ChunkPayload::Json)
-        .map_err(|e| format!("stream chunk is neither [DONE] nor JSON: {e}"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::chat::{LlmResponse, Usage};
 use crate::error::{Error, Result};
 use crate::provider::Provider;
-use crate::sse::{SseEvent, SseParser};
+use crate::sse::{parse_data, ChunkPayload, SseEvent, SseParser};
 use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
 
 /// The most a streamed answer may hold, in bytes, before the stream is refused.
@@ -114,14 +114,14 @@ impl StreamAssembler {
         {
             return Ok(());
         }
-        let data = event.data.trim();
-        if data == "[DONE]" {
-            self.done = true;
-            return Ok(());
-        }
-        if data.is_empty() {
-            return Ok(());
-        }
+        let data = match parse_data(&event.data) {
+            None => return Ok(()),
+            Some(ChunkPayload::Done) => {
+                self.done = true;
+                return Ok(());
+            }
+            Some(ChunkPayload::Json(data)) => data,
+        };
         let chunk = provider.parse_stream_chunk(data, now_ms)?;
         if self.answer.raw_content.len() + chunk.content.as_deref().map_or(0, str::len)
             > MAX_STREAMED_BYTES
