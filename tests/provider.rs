@@ -300,6 +300,13 @@ fn stream_chunks_of_both_providers_parse() {
         p.parse_stream_chunk(&wrong.to_string(), NOW),
         Err(Error::InvalidResponse { .. })
     ));
+    // Data that is neither [DONE] nor JSON.
+    for text in ["[DONE", "DONE", r#"{"choices":"#] {
+        assert!(
+            matches!(p.parse_stream_chunk(text, NOW), Err(Error::InvalidResponse { .. })),
+            "{text}"
+        );
+    }
 }
 
 fn response(content: &str, finish: Option<&str>, unclosed: bool) -> LlmResponse {
