@@ -303,7 +303,10 @@ fn stream_chunks_of_both_providers_parse() {
     // Data that is neither [DONE] nor JSON.
     for text in ["[DONE", "DONE", r#"{"choices":"#] {
         assert!(
-            matches!(p.parse_stream_chunk(text, NOW), Err(Error::InvalidResponse { .. })),
+            matches!(
+                p.parse_stream_chunk(text, NOW),
+                Err(Error::InvalidResponse { .. })
+            ),
             "{text}"
         );
     }

@@ -577,13 +577,6 @@ fn iterator_result(value: Option<JsValue>) -> JsValue {
 // ---------------------------------------------------------------------------------------
 // Thinking extraction
 
-/// Separates thinking from `text`; `separateReasoning` is a provider's
-/// `reasoning_content`, which comes first.
-#[wasm_bindgen(js_name = extractThinking, skip_typescript)]
-pub fn extract_thinking(text: &str, separate_reasoning: Option<String>) -> JsValue {
-    extracted_to_js(ThinkingExtractor::default().extract(text, separate_reasoning.as_deref()))
-}
-
 thread_local! {
     /// Where the package's entry writes the text of `extractThinking`, reused from call to
     /// call (see [`thinking_input`]).
@@ -723,20 +716,6 @@ impl<'a> Utf16Cursor<'a> {
         self.byte = byte;
         self.units
     }
-}
-
-fn extracted_to_js(extracted: crate::thinking::Extracted) -> JsValue {
-    let object = Object::new();
-    KEYS.with(|(content, thinking, _)| {
-        let _ = Reflect::set(&object, content, &JsValue::from_str(&extracted.content));
-        let thinking_value = extracted
-            .thinking
-            .as_deref()
-            .map_or(JsValue::NULL, JsValue::from_str);
-        let _ = Reflect::set(&object, thinking, &thinking_value);
-    });
-    set(&object, "unclosed", &JsValue::from_bool(extracted.unclosed));
-    object.into()
 }
 
 thread_local! {
