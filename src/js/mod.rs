@@ -21,7 +21,7 @@ use web_sys::AbortSignal;
 
 use crate::chat::{LlmResponse, Prompt};
 use crate::client::{CallOptions, CompletionStream, StreamEvent};
-use crate::config::{from_json_text, GenerationConfig, LlmConfig};
+use crate::config::{from_json_text, GenerationConfig};
 use crate::error::Error;
 use crate::http::Headers;
 use crate::manager::{BatchOptions, ProviderManager};
@@ -70,17 +70,18 @@ extern "C" {
 /// in the binary instead of one per input format, which keeps the package small. Functions
 /// and `undefined` drop out as JSON has them; a cycle or a BigInt is a configuration error.
 fn from_js<T: DeserializeOwned>(value: JsValue, root: &str) -> Result<T, JsValue> {
-    let json = match js_sys::JSON::stringify(&value) {
-        Ok(text) => text.as_string().unwrap_or_else(|| "null".to_string()),
-        Err(e) => {
-            let why = describe(&e);
-            return Err(js_error(&Error::config(
-                root,
-                format!("cannot be read as JSON: {why}"),
-            )));
-        }
-    };
-    from_json_text(&json, root).map_err(|e| js_error(&e))
+    from_json_text(&json_text(&value, root)?, root).map_err(|e| js_error(&e))
+}
+
+/// `JSON.stringify(value)`; the error names `root`.
+fn json_text(value: &JsValue, root: &str) -> Result<String, JsValue> {
+    match js_sys::JSON::stringify(value) {
+        Ok(text) => Ok(text.as_string().unwrap_or_else(|| "null".to_string())),
+        Err(e) => Err(js_error(&Error::config(
+            root,
+            format!("cannot be read as JSON: {}", describe(&e)),
+        ))),
+    }
 }
 
 /// An optional argument: `undefined` and `null` give the default.
@@ -298,9 +299,8 @@ impl JsProviderManager {
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "LlmConfig")] config: JsValue,
     ) -> Result<JsProviderManager, JsValue> {
-        let config: LlmConfig = from_js(config, "config")?;
-        config.validate().map_err(|e| js_error(&e))?;
-        let manager = ProviderManager::new(&config, Rc::new(WasmRuntime), &environment)
+        let config = json_text(&config, "config")?;
+        let manager = ProviderManager::from_json(&config, Rc::new(WasmRuntime), &environment)
             .map_err(|e| js_error(&e))?;
         Ok(JsProviderManager {
             inner: Rc::new(manager),
@@ -498,8 +498,8 @@ impl JsCompletionStream {
                     }
                 },
                 StreamState::Open(stream) => *stream,
+                // Still Busy: the call under way sets what follows.
                 StreamState::Busy => {
-                    *state.borrow_mut() = StreamState::Busy;
                     return Err(js_error(&Error::config(
                         "stream",
                         "next() was called again before the previous call settled",
@@ -840,10 +840,8 @@ impl JsRateLimiter {
 
     /// Reserves a request of `tokens` estimated tokens; wait `wait_ms` before sending.
     #[wasm_bindgen(skip_typescript, unchecked_return_type = "Reservation")]
-    pub fn reserve(&mut self, tokens: u32, now_ms: Option<f64>) -> Result<JsValue, JsValue> {
-        Ok(reservation_to_js(
-            &self.inner.reserve(now_or(now_ms), tokens),
-        ))
+    pub fn reserve(&mut self, tokens: u32, now_ms: Option<f64>) -> JsValue {
+        reservation_to_js(&self.inner.reserve(now_or(now_ms), tokens))
     }
 
     /// Like `reserve`, returning only the wait in milliseconds, for a caller that never
