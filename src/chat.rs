@@ -166,29 +166,36 @@ impl Prompt {
                 .chain(std::iter::once(Message::new("user", text.as_str())))
                 .collect()),
             Prompt::Messages(messages) => {
-                if messages.is_empty() {
-                    return Err(Error::config("messages", "must hold at least one message"));
-                }
-                for (i, m) in messages.iter().enumerate() {
-                    if !ROLES.contains(&m.role.as_str()) {
-                        return Err(Error::config(
-                            format!("messages[{i}].role"),
-                            format!("must be one of {}, got \"{}\"", ROLES.join(", "), m.role),
-                        ));
-                    }
-                    if !matches!(m.content, Value::String(_) | Value::Array(_) | Value::Null) {
-                        return Err(Error::config(
-                            format!("messages[{i}].content"),
-                            "must be a string, an array of content parts, or null",
-                        ));
-                    }
-                }
+                validate_messages(messages)?;
                 let has_own = matches!(messages[0].role.as_str(), "system" | "developer");
                 let system = system.filter(|_| !has_own);
                 Ok(system.into_iter().chain(messages.iter().cloned()).collect())
             }
         }
     }
+}
+
+/// Checks a `messages` array the way a provider would take it: not empty, each role one
+/// the API knows, each content a string, an array of parts or null.
+pub fn validate_messages(messages: &[Message]) -> Result<()> {
+    if messages.is_empty() {
+        return Err(Error::config("messages", "must hold at least one message"));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_str()) {
+            return Err(Error::config(
+                format!("messages[{i}].role"),
+                format!("must be one of {}, got \"{}\"", ROLES.join(", "), m.role),
+            ));
+        }
+        if !matches!(m.content, Value::String(_) | Value::Array(_) | Value::Null) {
+            return Err(Error::config(
+                format!("messages[{i}].content"),
+                "must be a string, an array of content parts, or null",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Token counts as the provider reports them.

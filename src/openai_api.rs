@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::chat::{LlmResponse, Message, Prompt, Usage};
+use crate::chat::{validate_messages, LlmResponse, Message, Usage};
 use crate::config::{from_json_text, GenerationConfig};
 use crate::error::Error;
 
@@ -87,10 +87,7 @@ impl ApiError {
                 "provider_unavailable",
                 format!("{field}: {message}"),
             ),
-            Error::Config { field, message } => {
-                let param = field.strip_prefix("config.").unwrap_or(field);
-                ApiError::invalid(Some(param), format!("{field}: {message}"))
-            }
+            Error::Config { .. } => config_error(error),
             Error::RateLimited { .. } => ApiError::new(
                 429,
                 "rate_limit_error",
@@ -246,16 +243,7 @@ pub fn parse_chat_request(
         .ok_or_else(|| ApiError::invalid(Some("messages"), "messages is required"))?;
     let messages: Vec<Message> =
         from_json_text(&messages_value.to_string(), "messages").map_err(|e| config_error(&e))?;
-    if messages.is_empty() {
-        return Err(ApiError::invalid(
-            Some("messages"),
-            "messages must hold at least one message",
-        ));
-    }
-    // Roles and content types, checked the way the client checks them before sending.
-    Prompt::Messages(messages.clone())
-        .to_messages(&GenerationConfig::default())
-        .map_err(|e| config_error(&e))?;
+    validate_messages(&messages).map_err(|e| config_error(&e))?;
     let mut extensions = Map::new();
     for key in EXTENSION_KEYS {
         if let Some(value) = object.remove(key) {
@@ -264,7 +252,17 @@ pub fn parse_chat_request(
     }
     let extensions: Extensions =
         from_json_text(&Value::Object(extensions).to_string(), "").map_err(|e| config_error(&e))?;
-    let sent: std::collections::HashSet<String> = object.keys().cloned().collect();
+    // What the client did not set stays unset (null unsets a parameter): the provider's
+    // defaults apply, as they would calling OpenAI directly, not the library's.
+    for key in [
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+    ] {
+        object.entry(key).or_insert(Value::Null);
+    }
     let mut config: GenerationConfig =
         from_json_text(&Value::Object(object).to_string(), "").map_err(|e| config_error(&e))?;
     if let Some(n) = extensions.n.filter(|n| *n != 1) {
@@ -272,23 +270,6 @@ pub fn parse_chat_request(
             Some("n"),
             format!("only n = 1 is supported, got {n}"),
         ));
-    }
-    // What the client did not set stays unset: the provider's defaults apply, as they
-    // would calling OpenAI directly (not the library's design defaults).
-    if !sent.contains("temperature") {
-        config.temperature = None;
-    }
-    if !sent.contains("max_tokens") {
-        config.max_tokens = None;
-    }
-    if !sent.contains("top_p") {
-        config.top_p = None;
-    }
-    if !sent.contains("frequency_penalty") {
-        config.frequency_penalty = None;
-    }
-    if !sent.contains("presence_penalty") {
-        config.presence_penalty = None;
     }
     let sent_stop = extensions.stop.is_some();
     config.stop_sequences = match extensions.stop {
