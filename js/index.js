@@ -31,8 +31,8 @@ export class ThinkingStream extends api.ThinkingStream {
 }
 
 const encoder = new TextEncoder();
-// The core's `thinking::SEPARATOR`, which joins the pieces of thinking.
-const SEPARATOR = "\n\n";
+// What joins the pieces of thinking, as the core says.
+const SEPARATOR = api.thinkingSeparator();
 
 /** Separates thinking from `text` (see the types). The text goes into wasm as UTF-8 that
  * `TextEncoder.encodeInto` writes there (not through the glue's loop over its characters)

@@ -70,8 +70,11 @@ pub struct Spans {
     /// The content is these ranges, concatenated: already trimmed as a whole, so the first
     /// does not start and the last does not end with whitespace.
     pub content: Vec<Range<usize>>,
-    /// The text of each block, each trimmed and non-empty, in order; the thinking is these
-    /// joined by [`SEPARATOR`] (after the separate reasoning, trimmed, if any).
+    /// The trimmed part of the separate reasoning (a range of that text, not of the
+    /// answer's), unless it is missing or blank. The thinking begins with it.
+    pub reasoning: Option<Range<usize>>,
+    /// The text of each block, each trimmed and non-empty, in order. The thinking is the
+    /// reasoning and these, joined by [`SEPARATOR`].
     pub thinking: Vec<Range<usize>>,
     /// A thinking block was still open at the end.
     pub unclosed: bool,
@@ -165,14 +168,14 @@ impl ThinkingExtractor {
     /// is a closing one, the text before it is thinking: the prompt pre-filled the opening
     /// tag. A closing tag anywhere else outside a block stays in the content.
     pub fn extract(&self, content: &str, separate_reasoning: Option<&str>) -> Extracted {
-        let spans = self.spans(content);
+        let spans = self.spans(content, separate_reasoning);
         let mut answer = String::with_capacity(content.len());
         for range in spans.content {
             answer.push_str(&content[range]);
         }
         let mut thinking = String::new();
-        if let Some(reasoning) = separate_reasoning {
-            append_piece(&mut thinking, reasoning);
+        if let (Some(reasoning), Some(range)) = (separate_reasoning, spans.reasoning) {
+            thinking.push_str(&reasoning[range]);
         }
         for range in spans.thinking {
             append_piece(&mut thinking, &content[range]);
@@ -184,20 +187,17 @@ impl ThinkingExtractor {
         }
     }
 
-    /// [`ThinkingExtractor::extract`] without the separate reasoning, as ranges of
-    /// `content` (see [`Spans`]).
-    pub fn spans(&self, content: &str) -> Spans {
+    /// [`ThinkingExtractor::extract`] as ranges of `content` and `separate_reasoning` (see
+    /// [`Spans`]).
+    pub fn spans(&self, content: &str, separate_reasoning: Option<&str>) -> Spans {
         let tags = &*self.tags;
         let bytes = content.as_bytes();
-        let mut spans = Spans::default();
+        let mut spans = Spans {
+            reasoning: separate_reasoning.and_then(|r| trimmed(r, 0..r.len())),
+            ..Spans::default()
+        };
         let thinking = |spans: &mut Spans, range: Range<usize>| {
-            let piece = &content[range.clone()];
-            let trimmed = piece.trim_start();
-            let start = range.start + (piece.len() - trimmed.len());
-            let end = start + trimmed.trim_end().len();
-            if start < end {
-                spans.thinking.push(start..end);
-            }
+            spans.thinking.extend(trimmed(content, range));
         };
         let answer = |spans: &mut Spans, range: Range<usize>| {
             if !range.is_empty() {
@@ -316,6 +316,15 @@ fn append_piece(thinking: &mut String, piece: &str) {
         thinking.push_str(SEPARATOR);
     }
     thinking.push_str(piece);
+}
+
+/// `range` of `text` without its leading and trailing whitespace; `None` when that leaves
+/// nothing.
+fn trimmed(text: &str, range: Range<usize>) -> Option<Range<usize>> {
+    let piece = &text[range.clone()];
+    let start = range.start + (piece.len() - piece.trim_start().len());
+    let end = range.start + piece.trim_end().len();
+    (start < end).then_some(start..end)
 }
 
 /// Trims the concatenation of `ranges` of `text` as `str::trim` would, by narrowing or

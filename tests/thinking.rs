@@ -493,8 +493,16 @@ proptest! {
     /// apart, none empty, each thinking range trimmed and the content trimmed at its ends:
     /// what a caller that slices the text itself relies on.
     #[test]
-    fn spans_are_ordered_trimmed_slices(text in any_text()) {
-        let spans = ThinkingExtractor::default().spans(&text);
+    fn spans_are_ordered_trimmed_slices(
+        text in any_text(),
+        reasoning in proptest::option::of(any_text()),
+    ) {
+        let spans = ThinkingExtractor::default().spans(&text, reasoning.as_deref());
+        match (&reasoning, &spans.reasoning) {
+            (Some(r), Some(range)) => prop_assert_eq!(&r[range.clone()], r.trim()),
+            (Some(r), None) => prop_assert!(r.trim().is_empty()),
+            (None, got) => prop_assert_eq!(got, &None),
+        }
         for list in [&spans.content, &spans.thinking] {
             for pair in list.windows(2) {
                 prop_assert!(pair[0].end <= pair[1].start, "{:?}", list);

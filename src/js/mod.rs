@@ -577,6 +577,13 @@ fn iterator_result(value: Option<JsValue>) -> JsValue {
 // ---------------------------------------------------------------------------------------
 // Thinking extraction
 
+/// What joins the pieces of thinking ([`crate::thinking::SEPARATOR`]), for the package's
+/// entry, which joins the slices `extractThinkingSpans` gives. Not part of the typed API.
+#[wasm_bindgen(js_name = thinkingSeparator, skip_typescript)]
+pub fn thinking_separator() -> String {
+    crate::thinking::SEPARATOR.to_string()
+}
+
 thread_local! {
     /// Where the package's entry writes the text of `extractThinking`, reused from call to
     /// call (see [`thinking_input`]).
@@ -615,9 +622,8 @@ pub fn thinking_input(capacity: usize) -> js_sys::Uint8Array {
 /// part of the typed API.
 ///
 /// The numbers: `[unclosed, reasoning start, reasoning end, content range count, then the
-/// content ranges' start and end, then the thinking ranges']`. The reasoning range is its
-/// trimmed part (empty when it is all whitespace or there is none); the rest is
-/// [`crate::thinking::Spans`]. Lone surrogates, which `TextEncoder` turns into U+FFFD, keep
+/// content ranges' start and end, then the thinking ranges']`: [`crate::thinking::Spans`],
+/// an empty reasoning range for none. Lone surrogates, which `TextEncoder` turns into U+FFFD, keep
 /// their one unit.
 #[wasm_bindgen(js_name = extractThinkingSpans, skip_typescript)]
 pub fn extract_thinking_spans(
@@ -645,14 +651,14 @@ fn spans_to_js(text: &[u8], reasoning: Option<&[u8]>) -> Result<Vec<u32>, JsValu
     let reasoning = reasoning
         .map(|r| utf8(r, "separateReasoning"))
         .transpose()?;
-    let spans = ThinkingExtractor::default().spans(content);
-
-    let reasoning_range = reasoning.map_or([0, 0], |r| {
-        let start = r.len() - r.trim_start().len();
-        let end = r.trim_end().len().max(start);
-        let mut cursor = Utf16Cursor::new(r.as_bytes());
-        [cursor.units_at(start), cursor.units_at(end)]
-    });
+    let spans = ThinkingExtractor::default().spans(content, reasoning);
+    let reasoning_range = match (reasoning, &spans.reasoning) {
+        (Some(r), Some(range)) => {
+            let mut cursor = Utf16Cursor::new(r.as_bytes());
+            [cursor.units_at(range.start), cursor.units_at(range.end)]
+        }
+        _ => [0, 0],
+    };
     let mut out = vec![
         u32::from(spans.unclosed),
         reasoning_range[0],
