@@ -20,7 +20,7 @@ enum Level {
 
 /// The byte offset of serde_json's `line` and `column` (both 1-based; the column counts
 /// bytes) in `text`, clamped to the text.
-pub fn offset_of(text: &str, line: usize, column: usize) -> usize {
+fn offset_of(text: &str, line: usize, column: usize) -> usize {
     let mut start = 0;
     for _ in 1..line {
         match text[start..].find('\n') {
@@ -29,12 +29,6 @@ pub fn offset_of(text: &str, line: usize, column: usize) -> usize {
         }
     }
     (start + column).min(text.len())
-}
-
-/// The path of the value being read at byte `offset` of `text`: keys joined with `.`,
-/// indexes as `[i]`; empty at the top level.
-pub fn path_at(text: &str, offset: usize) -> String {
-    render(&levels_at(text, offset))
 }
 
 /// The nesting at byte `offset` of `text`.
@@ -192,7 +186,7 @@ mod tests {
     fn never_panics_on_odd_offsets_or_text() {
         for text in ["", "\"", "{\"a", "[[[", "}}}", "{\"é\":[1,", "\\\""] {
             for offset in 0..text.len() + 3 {
-                let _ = path_at(text, offset);
+                let _ = render(&levels_at(text, offset));
             }
             for line in 0..4 {
                 for column in 0..8 {

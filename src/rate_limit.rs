@@ -86,7 +86,7 @@ pub enum RequestRefill {
 ///
 /// Hand it back exactly once, to [`RateLimiter::reconcile`] when the request finished
 /// (successfully or not) or to [`RateLimiter::cancel`] when it was never sent.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reservation {
     /// A number unique within its limiter, for the caller's bookkeeping and logs.
     pub id: u64,

@@ -136,21 +136,18 @@ impl Provider {
         let max_tokens = config
             .max_tokens
             .filter(|_| !config.extra.contains_key("max_completion_tokens"));
+        if let Some(max_tokens) = max_tokens {
+            body.insert("max_tokens".into(), max_tokens.into());
+        }
         let numbers = [
             ("temperature", config.temperature),
-            ("max_tokens", max_tokens.map(f64::from)),
             ("top_p", config.top_p),
             ("frequency_penalty", config.frequency_penalty),
             ("presence_penalty", config.presence_penalty),
         ];
         for (key, value) in numbers {
             if let Some(value) = value {
-                let number = if key == "max_tokens" {
-                    Value::from(value as u64)
-                } else {
-                    Value::from(value)
-                };
-                body.insert(key.into(), number);
+                body.insert(key.into(), value.into());
             }
         }
         if let Some(stop) = config.stop_sequences.as_ref().filter(|s| !s.is_empty()) {
