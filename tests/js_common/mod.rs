@@ -157,8 +157,9 @@ async fn rate_limited_answers_are_retried_after_the_servers_wait() {
         .collect();
     assert_eq!(at.len(), 3);
     assert!(at[1] - at[0] >= 290.0 && at[2] - at[1] >= 290.0, "{at:?}");
-    // The limiter saw the headers: no requests remaining reported, and what it learned.
+    // The limiter saw the headers: the server's limit, and nothing left in flight.
     let status = rust(&manager.provider_status().unwrap());
+    assert_eq!(status[0]["rate_limiter"]["api_requests_per_minute"], 10000);
     assert_eq!(status[0]["rate_limiter"]["in_flight"], 0);
 }
 
@@ -201,10 +202,12 @@ async fn malformed_and_truncated_bodies_are_invalid_responses() {
             .await
             .unwrap_err();
         let code = error_code(&error);
-        assert!(
-            code == "invalid_response" || code == "connection",
-            "{scenario}: {code}"
-        );
+        // A truncated body may end as a broken read (connection) or as cut JSON.
+        let expected: &[&str] = match scenario {
+            "malformed" => &["invalid_response"],
+            _ => &["invalid_response", "connection"],
+        };
+        assert!(expected.contains(&code.as_str()), "{scenario}: {code}");
         assert_eq!(log(&key).await.len(), 2, "{scenario}: retried once");
     }
 }
@@ -520,5 +523,6 @@ fn the_rate_limiter_is_usable_on_its_own() {
     limiter.observe(headers, 200, second, Some(now)).unwrap();
     let status = rust(&limiter.status(Some(now)).unwrap());
     assert_eq!(status["api_tokens_per_minute"], 500);
-    assert_eq!(status["in_flight"], 3);
+    // Only `second` is in flight: it is not reconciled yet, and reserveWait's are never.
+    assert_eq!(status["in_flight"], 1);
 }

@@ -633,7 +633,7 @@ test('an AbortSignal cancels a call at once, and the request with it', TEST, asy
   assertPackageError(result.running, 'aborted');
   assert.ok(result.running.ms < 1000, `rejected after ${result.running.ms} ms`);
   assertPackageError(result.already, 'aborted');
-  assert.ok(result.already.ms < 200);
+  assert.ok(result.already.ms < 1000, `rejected after ${result.already.ms} ms`);
   assert.equal(result.first.value.type, 'delta');
   assertPackageError(result.abortedStream, 'aborted');
 });
@@ -748,7 +748,7 @@ test('concurrent calls share the provider\'s rate limiter', TEST, async () => {
   const log = await upstreamLog(upstream, key);
   assert.equal(log.length, 2);
   const gap = log[1].at_ms - log[0].at_ms;
-  assert.ok(gap >= 800 && gap <= 1600, `the second request reached the server ${gap} ms after the first`);
+  assert.ok(gap >= 800 && gap <= 3000, `the second request reached the server ${gap} ms after the first`);
   assert.ok(Math.min(...result.waited) < 100 && Math.max(...result.waited) >= 800, `waited_ms ${result.waited}`);
 
   const fields = {

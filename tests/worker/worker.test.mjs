@@ -223,6 +223,15 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     }
   }
 
+  /** Returns once a row written after every earlier answer's is readable. Rows are written
+   * in wait_until, after their answers: a check that nothing more was stored, or that all
+   * is, waits for a write that began later rather than for a fixed time. */
+  async function afterPendingWrites() {
+    const res = await chat({ messages: userMessage(`later write ${RUN} ${randomBytes(4).toString('hex')}`), provider: 'plain' });
+    assert.equal(res.status, 200, res.text);
+    await storedRow(res.json.id);
+  }
+
   /** Every listed row for `query`, walking `next_cursor`. */
   async function listAll(query = {}, limit = 100) {
     const rows = [];
@@ -480,7 +489,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       assert.equal(row.thinking, whole.thinking);
       assert.equal(row.finish_reason, 'stop');
       // Exactly once: this prompt was asked twice (plain and streamed), so two rows.
-      await sleep(300);
+      await afterPendingWrites();
       const rows = (await listAll({ provider: 'main' })).filter((r) => r.content === `Answer to: ${prompt}`);
       assert.deepEqual(rows.map((r) => r.id).sort(), [whole.id, id].sort());
     });
@@ -610,7 +619,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       const streamed = await chat({ messages: userMessage('x'), provider: 'nosuch', stream: true });
       assertOpenAiError(streamed, 400, { param: 'provider' });
       // The client's own mistake stores nothing.
-      await sleep(200);
+      await afterPendingWrites();
       assert.equal((await listAll({ valid: 'false' })).length, before.length);
     });
 
@@ -1159,7 +1168,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
   // 9 -----------------------------------------------------------------------------------
   describe('GET /v1/responses', () => {
     test('pagination walks every row once, newest first', { timeout: TEST_TIMEOUT_MS }, async () => {
-      await sleep(300); // rows of earlier tests are written after their answers
+      await afterPendingWrites(); // rows of earlier tests are written after their answers
       const all = await listAll({}, 100);
       const paged = await listAll({}, 3);
       assert.ok(all.length >= 20, `only ${all.length} rows`);
