@@ -10,7 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::chat::{validate_messages, LlmResponse, Message, Usage};
+use crate::chat::{validate_messages, LlmResponse, Message, Prompt, Usage};
 use crate::config::{from_json_text, GenerationConfig};
 use crate::error::Error;
 
@@ -153,6 +153,13 @@ pub struct ChatRequest {
     pub fallback: Vec<String>,
 }
 
+impl ChatRequest {
+    /// The request as a row stores it.
+    pub fn stored(&self) -> String {
+        json!({ "messages": self.messages, "config": self.config, "provider": self.provider, "fallback": self.fallback }).to_string()
+    }
+}
+
 /// The providers to try when failing over: `provider` (else `default`), then the
 /// fallbacks, each once; `None` when there is no fallback (the one provider alone).
 pub fn failover_order(
@@ -215,17 +222,56 @@ const EXTENSION_KEYS: [&str; 6] = [
     "stop",
 ];
 
+/// A request body as text: within [`MAX_REQUEST_BYTES`], and UTF-8.
+fn body_text(body: &[u8]) -> Result<&str, ApiError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(too_large());
+    }
+    std::str::from_utf8(body).map_err(|_| ApiError::invalid(None, "the body is not UTF-8 text"))
+}
+
+/// A `POST /v1/generate` request: the design's own shape.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateRequest {
+    /// Text or messages.
+    pub prompt: Prompt,
+    /// The generation parameters (the library's defaults for what is left out).
+    #[serde(default)]
+    pub config: GenerationConfig,
+    /// The provider asked for.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Providers to fail over to, in order, after `provider`.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+impl GenerateRequest {
+    /// The request as a row stores it.
+    pub fn stored(&self) -> String {
+        json!({ "prompt": self.prompt, "config": self.config, "provider": self.provider, "fallback": self.fallback }).to_string()
+    }
+}
+
+/// Reads a `/v1/generate` body; every mistake is a 400 naming the field.
+pub fn parse_generate_request(body: &[u8]) -> Result<GenerateRequest, ApiError> {
+    let request: GenerateRequest =
+        from_json_text(body_text(body)?, "body").map_err(|e| ApiError::from_error(&e))?;
+    request
+        .config
+        .validate()
+        .map_err(|e| ApiError::from_error(&e))?;
+    Ok(request)
+}
+
 /// Reads a chat-completion request body. `header_provider` is the `x-llm-provider` header.
 /// Every mistake is a 400 naming the parameter.
 pub fn parse_chat_request(
     body: &[u8],
     header_provider: Option<&str>,
 ) -> Result<ChatRequest, ApiError> {
-    if body.len() > MAX_REQUEST_BYTES {
-        return Err(too_large());
-    }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::invalid(None, "the body is not UTF-8 text"))?;
+    let text = body_text(body)?;
     let mut object: Map<String, Value> = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(object)) => object,
         Ok(_) => return Err(ApiError::invalid(None, "the body must be a JSON object")),

@@ -70,7 +70,41 @@ pub fn new_id(now_ms: f64, random_a: f64, random_b: f64) -> String {
     format!("rsp_{ms:012x}{:08x}{:08x}", bits(random_a), bits(random_b))
 }
 
+/// Why a streamed answer ended before its end. Its row keeps what arrived, as invalid.
+#[derive(Debug)]
+pub enum CutShort<'a> {
+    /// The stream failed with this error.
+    Error(&'a Error),
+    /// The upstream's stream ended without the answer's end.
+    NoAnswer,
+    /// The client closed the stream.
+    ClientGone,
+}
+
 impl Record {
+    /// The row of a stream that was cut short (see [`CutShort`]): what had arrived,
+    /// `received`, invalid for that reason.
+    pub fn cut_short(
+        id: String,
+        created_at: f64,
+        request: &str,
+        received: &LlmResponse,
+        wants_json: bool,
+        why: CutShort<'_>,
+    ) -> Record {
+        let mut record = Record::answer(id, created_at, request, received, wants_json);
+        record.invalid_reason = Some(match why {
+            CutShort::Error(error) => format!("stream_error: {error}"),
+            CutShort::NoAnswer => {
+                "stream_error: the upstream stream ended without an answer".to_string()
+            }
+            CutShort::ClientGone => {
+                "client_disconnected: the client closed the stream before its end".to_string()
+            }
+        });
+        record
+    }
+
     /// The row of an answer; `wants_json` says whether the request asked for JSON.
     pub fn answer(
         id: String,

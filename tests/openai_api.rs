@@ -7,8 +7,8 @@
 use llm_distiller::chat::{LlmResponse, Message, Usage};
 use llm_distiller::openai_api::{
     bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
-    parse_chat_request, token_matches, too_large, ApiError, ChatRequest, DONE_EVENT,
-    MAX_REQUEST_BYTES,
+    parse_chat_request, parse_generate_request, token_matches, too_large, ApiError, ChatRequest,
+    DONE_EVENT, MAX_REQUEST_BYTES,
 };
 use llm_distiller::Error;
 use proptest::prelude::*;
@@ -1264,4 +1264,32 @@ proptest! {
         prop_assert_eq!(token_matches(&a, &b), a == b);
         prop_assert!(token_matches(&b, &b));
     }
+}
+
+#[test]
+fn a_generate_request_is_read_and_checked() {
+    let request = parse_generate_request(
+        br#"{"prompt": "2+2?", "config": {"max_tokens": 50}, "provider": "a", "fallback": ["b"]}"#,
+    )
+    .expect("valid");
+    assert_eq!(request.config.max_tokens, Some(50));
+    assert_eq!(request.provider.as_deref(), Some("a"));
+    assert_eq!(request.fallback, ["b"]);
+    let stored: Value = serde_json::from_str(&request.stored()).unwrap();
+    assert_eq!(stored["prompt"], "2+2?");
+    assert_eq!(stored["fallback"], json!(["b"]));
+
+    assert_invalid(
+        &parse_generate_request(br#"{"prompt": "x", "config": {"temperature": 5}}"#).unwrap_err(),
+        "temperature",
+    );
+    assert_invalid(
+        &parse_generate_request(br#"{"prompt": "x", "extra": 1}"#).unwrap_err(),
+        "body.extra",
+    );
+    let not_utf8 = parse_generate_request(b"{\"prompt\": \"\xff\"}").unwrap_err();
+    assert_eq!(not_utf8.status, 400);
+    assert!(not_utf8.message.contains("UTF-8"), "{not_utf8:?}");
+    let huge = vec![b' '; MAX_REQUEST_BYTES + 1];
+    assert_eq!(parse_generate_request(&huge).unwrap_err().status, 413);
 }

@@ -5,8 +5,8 @@
 
 use llm_distiller::chat::{LlmResponse, Usage};
 use llm_distiller::record::{
-    is_id, new_id, ListQuery, Record, MAX_CONTENT_BYTES, MAX_REASONING_BYTES, MAX_REQUEST_BYTES,
-    MAX_THINKING_BYTES,
+    is_id, new_id, CutShort, ListQuery, Record, MAX_CONTENT_BYTES, MAX_REASONING_BYTES,
+    MAX_REQUEST_BYTES, MAX_THINKING_BYTES,
 };
 use llm_distiller::Error;
 use proptest::prelude::*;
@@ -610,4 +610,35 @@ fn a_call_that_sent_nothing_stores_no_row() {
         Record::failure(id(), 0.0, REQUEST, "main", "m", &bad_call),
         None
     );
+}
+
+#[test]
+fn a_stream_cut_short_keeps_what_arrived_as_invalid() {
+    let received = response();
+    let error = Error::Timeout {
+        provider: "main".into(),
+        after_ms: 3000.0,
+    };
+    for (why, reason) in [
+        (CutShort::Error(&error), "stream_error: "),
+        (
+            CutShort::NoAnswer,
+            "stream_error: the upstream stream ended without an answer",
+        ),
+        (CutShort::ClientGone, "client_disconnected: "),
+    ] {
+        let record = Record::cut_short(id(), 1.0, REQUEST, &received, false, why);
+        assert!(!record.is_valid());
+        assert_eq!(record.table(), "invalid_responses");
+        assert!(
+            record
+                .invalid_reason
+                .as_deref()
+                .unwrap()
+                .starts_with(reason),
+            "{record:?}"
+        );
+        assert_eq!(record.content, received.content);
+        assert_eq!(record.thinking, received.thinking);
+    }
 }

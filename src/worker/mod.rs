@@ -19,7 +19,6 @@ use std::future::Future;
 use std::rc::Rc;
 
 use futures_util::stream::{self, Stream, StreamExt};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use wasm_bindgen::JsValue;
 use worker::{console_warn, event, Context, D1Database, Env, Headers, Method, Request, Response};
@@ -31,9 +30,10 @@ use crate::error::Error;
 use crate::manager::ProviderManager;
 use crate::openai_api::{
     bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
-    parse_chat_request, token_matches, too_large, ApiError, DONE_EVENT, MAX_REQUEST_BYTES,
+    parse_chat_request, parse_generate_request, token_matches, too_large, ApiError, DONE_EVENT,
+    MAX_REQUEST_BYTES,
 };
-use crate::record::{is_id, new_id, ListQuery, Record};
+use crate::record::{is_id, new_id, CutShort, ListQuery, Record};
 use crate::runtime::Runtime;
 use crate::wasm::WasmRuntime;
 
@@ -377,7 +377,7 @@ async fn chat_completions(
     let header_provider = request.headers().get("x-llm-provider").ok().flatten();
     let chat = parse_chat_request(&body, header_provider.as_deref())?;
     let manager = manager(env)?;
-    let request_json = json!({ "messages": chat.messages, "config": chat.config, "provider": chat.provider, "fallback": chat.fallback }).to_string();
+    let request_json = chat.stored();
     let call = Call {
         prompt: Prompt::Messages(chat.messages),
         config: chat.config,
@@ -515,35 +515,24 @@ impl Streaming {
         (self.created / 1000.0) as u64
     }
 
-    /// Stores what the stream gave, once: the whole answer, or, with `reason`, the part
-    /// that arrived before an error or a disconnect, as invalid.
-    fn store(&mut self, response: Option<&LlmResponse>, reason: Option<String>) {
+    /// Stores what the stream gave, once: the whole answer, or the part that arrived
+    /// before it was cut short, as invalid.
+    fn store(&mut self, end: Result<&LlmResponse, CutShort<'_>>) {
         if self.stored {
             return;
         }
         self.stored = true;
-        let received;
-        let response = match response {
-            Some(response) => response,
-            None => match self.upstream.received() {
-                Some(partial) => {
-                    received = partial;
-                    &received
+        let (id, request) = (self.id.clone(), &self.request_json);
+        let record = match end {
+            Ok(response) => Record::answer(id, self.created, request, response, self.wants_json),
+            Err(why) => match self.upstream.received() {
+                Some(received) => {
+                    Record::cut_short(id, self.created, request, &received, self.wants_json, why)
                 }
                 // Only once the whole answer was handed out, which stored it already.
                 None => return,
             },
         };
-        let mut record = Record::answer(
-            self.id.clone(),
-            self.created,
-            &self.request_json,
-            response,
-            self.wants_json,
-        );
-        if reason.is_some() {
-            record.invalid_reason = reason;
-        }
         self.row.send(record);
     }
 
@@ -585,18 +574,15 @@ impl Streaming {
                     ));
                 }
                 events.push_str(DONE_EVENT);
-                self.store(Some(&response), None);
+                self.store(Ok(&response));
                 Some(events)
             }
             Some(Err(error)) => {
-                self.store(None, Some(format!("stream_error: {error}")));
+                self.store(Err(CutShort::Error(&error)));
                 Some(error_event(&ApiError::from_error(&error)) + DONE_EVENT)
             }
             None => {
-                self.store(
-                    None,
-                    Some("stream_error: the upstream stream ended without an answer".into()),
-                );
+                self.store(Err(CutShort::NoAnswer));
                 Some(DONE_EVENT.to_string())
             }
         }
@@ -607,10 +593,7 @@ impl Drop for Streaming {
     fn drop(&mut self) {
         // The client went away mid-stream: keep what arrived.
         if !self.stored {
-            self.store(
-                None,
-                Some("client_disconnected: the client closed the stream before its end".into()),
-            );
+            self.store(Err(CutShort::ClientGone));
         }
     }
 }
@@ -690,34 +673,15 @@ fn sse_body(state: Streaming) -> impl Stream<Item = worker::Result<Vec<u8>>> {
     })
 }
 
-/// `POST /v1/generate`: the design's own shape.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GenerateRequest {
-    prompt: Prompt,
-    #[serde(default)]
-    config: GenerationConfig,
-    #[serde(default)]
-    provider: Option<String>,
-    #[serde(default)]
-    fallback: Vec<String>,
-}
-
 async fn generate(
     request: &mut Request,
     env: &Env,
     ctx: &Rc<Context>,
 ) -> Result<Response, ApiError> {
     let body = read_body(request).await?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::invalid(None, "the body is not UTF-8 text"))?;
-    let call: GenerateRequest =
-        from_json_text(text, "body").map_err(|e| ApiError::from_error(&e))?;
-    call.config
-        .validate()
-        .map_err(|e| ApiError::from_error(&e))?;
+    let call = parse_generate_request(&body)?;
     let manager = manager(env)?;
-    let request_json = json!({ "prompt": call.prompt, "config": call.config, "provider": call.provider, "fallback": call.fallback }).to_string();
+    let request_json = call.stored();
     let run = Call {
         prompt: call.prompt,
         config: call.config,
