@@ -4,7 +4,9 @@
 // Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
 #![cfg(not(target_arch = "wasm32"))]
 
-use llm_distiller::chat::{LlmResponse, Message, Usage};
+mod support;
+
+use llm_distiller::chat::{Message, Usage};
 use llm_distiller::openai_api::{
     bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
     parse_chat_request, parse_generate_request, token_matches, too_large, ApiError, ChatRequest,
@@ -13,6 +15,7 @@ use llm_distiller::openai_api::{
 use llm_distiller::Error;
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use support::{assert_invalid, llm_response as response};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -36,17 +39,6 @@ fn refused(body: &Value) -> ApiError {
         Ok(chat) => panic!("accepted {body}: {chat:?}"),
         Err(error) => error,
     }
-}
-
-/// Checks that `error` is OpenAI's 400 about `param`, with a message that says so.
-fn assert_invalid(error: &ApiError, param: &str) {
-    assert_eq!(error.status, 400, "{error:?}");
-    assert_eq!(error.kind, "invalid_request_error", "{error:?}");
-    assert_eq!(error.param.as_deref(), Some(param), "{error:?}");
-    assert!(
-        error.message.contains(param),
-        "the message should name {param}: {error:?}"
-    );
 }
 
 fn keys(value: &Value) -> Vec<&str> {
@@ -82,28 +74,6 @@ fn event_json(event: &str) -> Value {
         "a newline inside the data would end the event early: {event:?}"
     );
     serde_json::from_str(data).unwrap_or_else(|e| panic!("data is not JSON ({e}): {event:?}"))
-}
-
-fn response() -> LlmResponse {
-    LlmResponse {
-        content: "The answer is 4.".into(),
-        reasoning: None,
-        thinking: Some("2 and 2 make 4.".into()),
-        thinking_unclosed: false,
-        model: "gpt-4o-2024-08-06".into(),
-        usage: Some(Usage {
-            prompt_tokens: 11,
-            completion_tokens: 7,
-            total_tokens: 18,
-        }),
-        finish_reason: Some("stop".into()),
-        response_time_ms: 250.0,
-        provider: "main".into(),
-        id: Some("chatcmpl-upstream".into()),
-        attempts: 1,
-        waited_ms: 0.0,
-        raw_response: None,
-    }
 }
 
 fn http(status: u16, provider: &str) -> Error {

@@ -3,13 +3,16 @@
 // Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
 #![cfg(not(target_arch = "wasm32"))]
 
-use llm_distiller::chat::{LlmResponse, Usage};
+mod support;
+
+use llm_distiller::chat::LlmResponse;
 use llm_distiller::record::{
     is_id, new_id, CutShort, ListQuery, Record, MAX_CONTENT_BYTES, MAX_REASONING_BYTES,
     MAX_REQUEST_BYTES, MAX_THINKING_BYTES,
 };
 use llm_distiller::Error;
 use proptest::prelude::*;
+use support::{assert_invalid, llm_response};
 
 /// D1's limit on one row, in bytes.
 const D1_MAX_ROW_BYTES: usize = 2_000_000;
@@ -18,23 +21,12 @@ const REQUEST: &str = r#"{"messages":[{"role":"user","content":"2+2?"}],"config"
 
 fn response() -> LlmResponse {
     LlmResponse {
-        content: "The answer is 4.".into(),
         reasoning: Some("Add them.".into()),
         thinking: Some("Add them.\n\n2 and 2 make 4.".into()),
-        thinking_unclosed: false,
-        model: "gpt-4o-2024-08-06".into(),
-        usage: Some(Usage {
-            prompt_tokens: 11,
-            completion_tokens: 7,
-            total_tokens: 18,
-        }),
-        finish_reason: Some("stop".into()),
         response_time_ms: 250.5,
-        provider: "main".into(),
-        id: Some("chatcmpl-upstream".into()),
         attempts: 2,
         waited_ms: 1000.0,
-        raw_response: None,
+        ..llm_response()
     }
 }
 
@@ -505,11 +497,7 @@ fn query(pairs: &[(&str, &str)]) -> Result<ListQuery, llm_distiller::openai_api:
 }
 
 fn assert_refused(pairs: &[(&str, &str)], param: &str) {
-    let error = query(pairs).expect_err("refused");
-    assert_eq!(error.status, 400, "{pairs:?}: {error:?}");
-    assert_eq!(error.kind, "invalid_request_error");
-    assert_eq!(error.param.as_deref(), Some(param), "{pairs:?}: {error:?}");
-    assert!(error.message.contains(param), "{error:?}");
+    assert_invalid(&query(pairs).expect_err("refused"), param);
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use llm_distiller::chat::{LlmResponse, Usage};
 use llm_distiller::http::{Headers, HttpRequest};
+use llm_distiller::openai_api::ApiError;
 use llm_distiller::runtime::{HttpResponse, ResponseBody, Runtime, TransportError};
 
 /// What the scripted server answers to one request.
@@ -283,4 +285,38 @@ impl Runtime for Sim {
     fn random(&self) -> f64 {
         self.0.borrow().random
     }
+}
+
+/// An answer as the client gives it back, for tests that store or send one.
+pub fn llm_response() -> LlmResponse {
+    LlmResponse {
+        content: "The answer is 4.".into(),
+        reasoning: None,
+        thinking: Some("2 and 2 make 4.".into()),
+        thinking_unclosed: false,
+        model: "gpt-4o-2024-08-06".into(),
+        usage: Some(Usage {
+            prompt_tokens: 11,
+            completion_tokens: 7,
+            total_tokens: 18,
+        }),
+        finish_reason: Some("stop".into()),
+        response_time_ms: 250.0,
+        provider: "main".into(),
+        id: Some("chatcmpl-upstream".into()),
+        attempts: 1,
+        waited_ms: 0.0,
+        raw_response: None,
+    }
+}
+
+/// Checks that `error` is OpenAI's 400 about `param`, with a message that says so.
+pub fn assert_invalid(error: &ApiError, param: &str) {
+    assert_eq!(error.status, 400, "{error:?}");
+    assert_eq!(error.kind, "invalid_request_error", "{error:?}");
+    assert_eq!(error.param.as_deref(), Some(param), "{error:?}");
+    assert!(
+        error.message.contains(param),
+        "the message should name {param}: {error:?}"
+    );
 }
