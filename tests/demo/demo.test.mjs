@@ -14,7 +14,6 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -23,7 +22,7 @@ import { promisify } from 'node:util';
 
 import { chromium } from 'playwright-core';
 
-import { CHROMIUM, CHROMIUM_ARGS, ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, ROOT, WRANGLER, fileWithin, serveStatic, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
 const execFileP = promisify(execFile);
@@ -54,38 +53,12 @@ const logTail = (file, lines = 40) => {
   }
 };
 
-const MIME_TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.wasm': 'application/wasm',
-};
-
 /** A plain static server of the page on another origin, as a user might serve build/site.
  * It serves a copy taken when the Worker came up: another `wrangler dev` in this checkout
  * may be rebuilding build/site meanwhile. */
-async function startStaticSite() {
+function startStaticSite() {
   const root = path.join(tmp, 'site');
-  const server = http.createServer((request, response) => {
-    let file = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
-    if (file.endsWith('/')) file += 'index.html';
-    const full = path.normalize(path.join(root, file));
-    if (!full.startsWith(root + path.sep) || !fs.existsSync(full) || !fs.statSync(full).isFile()) {
-      response.writeHead(404, { 'content-type': 'text/plain' });
-      response.end('not found');
-      return;
-    }
-    response.writeHead(200, { 'content-type': MIME_TYPES[path.extname(full)] ?? 'application/octet-stream' });
-    fs.createReadStream(full).pipe(response);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () => new Promise((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
-  };
+  return serveStatic((urlPath) => fileWithin(root, urlPath.endsWith('/') ? `${urlPath}index.html` : urlPath));
 }
 
 /** Takes a full-page screenshot of the current view and prints where it went. */

@@ -7,65 +7,23 @@
 //   node --test tests/npm/            (needs pkg/: scripts/build-pkg.sh, Chromium at /usr/bin/chromium)
 
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import http from 'node:http';
-import { extname, join, normalize, sep } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
-import { CHROMIUM, CHROMIUM_ARGS } from '../support/local-stack.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, fileWithin, serveStatic } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 import { installPackage, uniqueKey, upstreamLog } from './support.mjs';
 
 const PAGE = fileURLToPath(new URL('./page.html', import.meta.url));
 
-const MIME_TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.wasm': 'application/wasm',
-  '.json': 'application/json',
-  '.ts': 'text/plain; charset=utf-8',
-  '.md': 'text/markdown; charset=utf-8',
-};
-
-/** Serves `/page.html` and the directory `pkgDir` under `/pkg/` on 127.0.0.1, port 0. */
+/** Serves `/page.html` and the directory `pkgDir` under `/pkg/`. */
 function startStaticServer(pkgDir) {
-  const served = [];
-  const server = http.createServer(async (request, response) => {
-    const path = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
-    let file;
-    if (path === '/page.html') {
-      file = PAGE;
-    } else if (path.startsWith('/pkg/')) {
-      file = normalize(join(pkgDir, path.slice('/pkg/'.length)));
-      if (!file.startsWith(pkgDir + sep)) file = undefined;
-    }
-    try {
-      if (!file) throw new Error('not served');
-      const body = await readFile(file);
-      const type = MIME_TYPES[extname(file)] ?? 'application/octet-stream';
-      served.push({ path, type });
-      response.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
-      response.end(body);
-    } catch {
-      served.push({ path, type: null });
-      response.writeHead(404, { 'content-type': 'text/plain' });
-      response.end('not found');
-    }
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      resolve({
-        url: `http://127.0.0.1:${server.address().port}`,
-        served,
-        close: () => new Promise((done) => {
-          server.closeAllConnections();
-          server.close(() => done());
-        }),
-      });
-    });
+  return serveStatic((urlPath) => {
+    if (urlPath === '/page.html') return PAGE;
+    if (urlPath.startsWith('/pkg/')) return fileWithin(pkgDir, urlPath.slice('/pkg/'.length));
+    return undefined;
   });
 }
 
@@ -119,10 +77,10 @@ test('the package loads in Chromium and generates and streams against the upstre
       .map((s) => [s.path.replace(/\/snippets\/[^/]+\//, '/snippets/*/'), s.type])
       .sort();
     assert.deepEqual(packageRequests, [
-      ['/pkg/index.js', MIME_TYPES['.js']],
-      ['/pkg/llm_distiller.js', MIME_TYPES['.js']],
+      ['/pkg/index.js', 'text/javascript; charset=utf-8'],
+      ['/pkg/llm_distiller.js', 'text/javascript; charset=utf-8'],
       ['/pkg/llm_distiller_bg.wasm', 'application/wasm'],
-      ['/pkg/snippets/*/inline0.js', MIME_TYPES['.js']],
+      ['/pkg/snippets/*/inline0.js', 'text/javascript; charset=utf-8'],
     ]);
 
     assert.deepEqual(results.extracted, {

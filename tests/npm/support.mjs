@@ -197,11 +197,7 @@ export function finished(assert, run) {
   return run.result;
 }
 
-/** The upstream's request log for `key`, oldest first. */
-export async function upstreamLog(upstream, key) {
-  const response = await fetch(`${upstream.url}/__log/${encodeURIComponent(key)}`);
-  return response.json();
-}
+export { upstreamLog } from '../support/local-stack.mjs';
 
 /** A key for the upstream's state, unique to this run and test. */
 export function uniqueKey(label) {

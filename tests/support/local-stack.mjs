@@ -1,8 +1,10 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
-// checkout in its own process group, and headless Chromium's flags.
+// checkout in its own process group, headless Chromium's flags, a static file server, the
+// scripted upstream's request log, and a server-sent events parser.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -119,4 +121,83 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
     }
     await sleep(500);
   }
+}
+
+/** The scripted upstream's request log for `key`, oldest first. */
+export async function upstreamLog(upstream, key) {
+  const response = await fetch(`${upstream.url}/__log/${encodeURIComponent(key)}`);
+  return response.json();
+}
+
+const MIME_TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.json': 'application/json',
+  '.ts': 'text/plain; charset=utf-8',
+  '.md': 'text/markdown; charset=utf-8',
+};
+
+/** `relative` inside the directory `root`, or undefined when it would lead out of it. */
+export function fileWithin(root, relative) {
+  const file = path.normalize(path.join(root, relative));
+  return file.startsWith(root + path.sep) ? file : undefined;
+}
+
+/** A static file server on 127.0.0.1, port 0, with the MIME types a web server gives.
+ * `fileFor(urlPath)` names the file to serve (undefined: 404). `served` records each
+ * request's path and the type it was served as (null for a 404). */
+export function serveStatic(fileFor) {
+  const served = [];
+  const server = http.createServer(async (request, response) => {
+    const urlPath = decodeURIComponent(new URL(request.url, 'http://localhost').pathname);
+    const file = fileFor(urlPath);
+    try {
+      if (!file) throw new Error('not served');
+      const body = await fs.promises.readFile(file);
+      const type = MIME_TYPES[path.extname(file)] ?? 'application/octet-stream';
+      served.push({ path: urlPath, type });
+      response.writeHead(200, { 'content-type': type, 'cache-control': 'no-store' });
+      response.end(body);
+    } catch {
+      served.push({ path: urlPath, type: null });
+      response.writeHead(404, { 'content-type': 'text/plain' });
+      response.end('not found');
+    }
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => {
+      resolve({
+        url: `http://127.0.0.1:${server.address().port}`,
+        served,
+        close: () => new Promise((done) => {
+          server.closeAllConnections();
+          server.close(() => done());
+        }),
+      });
+    });
+  });
+}
+
+/** A spec-following SSE parser (HTML standard), independent of the server's framing code. */
+export function parseSse(text) {
+  const events = [];
+  const comments = [];
+  let data = null;
+  for (const line of text.split(/\r\n|\r|\n/)) {
+    if (line === '') {
+      if (data !== null) events.push(data.join('\n'));
+      data = null;
+    } else if (line.startsWith(':')) {
+      comments.push(line.slice(1).trim());
+    } else {
+      const colon = line.indexOf(':');
+      const field = colon === -1 ? line : line.slice(0, colon);
+      let value = colon === -1 ? '' : line.slice(colon + 1);
+      if (value.startsWith(' ')) value = value.slice(1);
+      if (field === 'data') (data ??= []).push(value);
+    }
+  }
+  return { events, comments };
 }

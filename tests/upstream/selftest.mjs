@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { parseSse } from '../support/local-stack.mjs';
 import { goDuration, startUpstream } from './server.mjs';
 
 const SERVER_PATH = fileURLToPath(new URL('./server.mjs', import.meta.url));
@@ -55,28 +56,6 @@ function post(url, body, { headers = {}, signal } = {}) {
 async function postJson(url, body, options) {
   const res = await post(url, body, options);
   return { res, json: await res.json() };
-}
-
-/** A spec-following SSE parser (HTML standard), independent of the server's framing code. */
-function parseSse(text) {
-  const events = [];
-  const comments = [];
-  let data = null;
-  for (const line of text.split(/\r\n|\r|\n/)) {
-    if (line === '') {
-      if (data !== null) events.push(data.join('\n'));
-      data = null;
-    } else if (line.startsWith(':')) {
-      comments.push(line.slice(1).trim());
-    } else {
-      const colon = line.indexOf(':');
-      const field = colon === -1 ? line : line.slice(0, colon);
-      let value = colon === -1 ? '' : line.slice(colon + 1);
-      if (value.startsWith(' ')) value = value.slice(1);
-      if (field === 'data') (data ??= []).push(value);
-    }
-  }
-  return { events, comments };
 }
 
 /** Reads a streamed answer into its JSON chunks, checking the `[DONE]` terminator. */

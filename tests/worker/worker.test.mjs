@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 
 import OpenAI from 'openai';
 
-import { ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
+import { ROOT, WRANGLER, parseSse, startWranglerDev, upstreamLog, wranglerEnv } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
 const execFileP = promisify(execFile);
@@ -100,19 +100,7 @@ function startWorker({ tmp, name, envFile, config, persistDir }) {
 }
 
 /** Server-sent events: the `data` of each event, in order. */
-function sseData(text) {
-  return text
-    .replace(/\r\n/g, '\n')
-    .split('\n\n')
-    .map((event) =>
-      event
-        .split('\n')
-        .filter((line) => line.startsWith('data:'))
-        .map((line) => line.slice(5).replace(/^ /, ''))
-        .join('\n'),
-    )
-    .filter((data) => data !== '');
-}
+const sseData = (text) => parseSse(text).events;
 
 /** Asserts OpenAI's error shape and returns the error object. */
 function assertOpenAiError(res, status, { param, code, where } = {}) {
@@ -671,13 +659,12 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
 
   // 6 -----------------------------------------------------------------------------------
   describe('upstream failures', () => {
-    const upstreamLog = async (name) => (await fetch(`${upstream.url}/__log/${upstreamKey(name)}`)).json();
 
     test('flaky: retried, then 200', { timeout: TEST_TIMEOUT_MS }, async () => {
       const res = await chat({ messages: userMessage(`flaky ${RUN}`), provider: 'flaky' });
       assert.equal(res.status, 200, res.text);
       assert.equal(res.json.choices[0].message.content, `Answer to: flaky ${RUN}`);
-      assert.equal((await upstreamLog('flaky')).length, 3);
+      assert.equal((await upstreamLog(upstream, upstreamKey('flaky'))).length, 3);
       const row = await storedRow(res.json.id);
       assert.equal(row.valid, true);
     });
@@ -691,7 +678,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       assert.ok(stored, `the message names the stored row: ${error.message}`);
       downId = stored[1];
       assert.equal(res.headers.get('x-distiller-id'), null);
-      assert.equal((await upstreamLog('down')).length, 1, 'max_retries 0: one attempt');
+      assert.equal((await upstreamLog(upstream, upstreamKey('down'))).length, 1, 'max_retries 0: one attempt');
       const row = await storedRow(downId);
       assert.equal(row.valid, false);
       assert.equal(row.provider, 'down');
@@ -704,7 +691,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     test('limited: waits for retry-after, then 200', { timeout: TEST_TIMEOUT_MS }, async () => {
       const res = await chat({ messages: userMessage(`limited ${RUN}`), provider: 'limited' });
       assert.equal(res.status, 200, res.text);
-      const log = await upstreamLog('limited');
+      const log = await upstreamLog(upstream, upstreamKey('limited'));
       assert.equal(log.length, 3, 'two 429s, then the answer');
       for (let i = 1; i < log.length; i += 1) {
         const gap = log[i].at_ms - log[i - 1].at_ms;
@@ -823,7 +810,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       const res = await chat({ messages: userMessage(`nokey ${RUN}`), provider: 'nokey' });
       const error = assertOpenAiError(res, 503, { code: 'provider_unavailable' });
       assert.match(error.message, /LLM_NOKEY_API_KEY/);
-      assert.equal((await upstreamLog('nokey')).length, 0, 'nothing was sent');
+      assert.equal((await upstreamLog(upstream, upstreamKey('nokey'))).length, 0, 'nothing was sent');
 
       const providers = await api('GET', '/v1/providers');
       assert.equal(providers.status, 200);
@@ -914,7 +901,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     assert.equal(body.attempts, 1);
     assert.equal(typeof body.response_time_ms, 'number');
     assert.ok(body.usage.total_tokens > 0);
-    const log = await (await fetch(`${upstream.url}/__log/${upstreamKey('main')}`)).json();
+    const log = await upstreamLog(upstream, upstreamKey('main'));
     const sent = log.find((e) => e.body?.messages?.at(-1)?.content === prompt);
     assert.ok(sent, 'the upstream got the prompt');
     assert.equal(sent.body.temperature, 0.2);
@@ -939,7 +926,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     const chunks = sseData(streamed.text).slice(0, -1).map((d) => JSON.parse(d));
     assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), `Answer to: ${prompt} streamed`);
 
-    const log = await (await fetch(`${upstream.url}/__log/${upstreamKey('azure')}`)).json();
+    const log = await upstreamLog(upstream, upstreamKey('azure'));
     assert.equal(log.length, 2);
     for (const entry of log) {
       assert.equal(entry.path, `/s/azure/${upstreamKey('azure')}/openai/deployments/dep-azure/chat/completions`);
@@ -1130,7 +1117,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
           reasoning_effort: 'high',
         });
         assert.equal(res.status, 200, res.text);
-        const log = await (await fetch(`${upstream.url}/__log/${upstreamKey('plain')}`)).json();
+        const log = await upstreamLog(upstream, upstreamKey('plain'));
         const sent = log.find((e) => e.body?.messages?.[0]?.content === prompt)?.body;
         assert.ok(sent, 'the upstream got the call');
         assert.equal(sent.reasoning_effort, 'high');
