@@ -151,7 +151,9 @@ export interface LlmResponse {
   model: string;
   usage: Usage | null;
   finish_reason: string | null;
-  /** How long the successful attempt took. */
+  /** How long the successful attempt took, in seconds (the design's `response_time`). */
+  response_time: number;
+  /** The same in milliseconds. */
   response_time_ms: number;
   /** The configured name of the provider that answered. */
   provider: string;
@@ -277,8 +279,9 @@ export class ProviderManager {
   stream(prompt: Prompt, config?: GenerationConfig | null, provider?: string | null, options?: CallOptions | null): CompletionStream;
   /** The providers that could be set up. */
   listProviders(): string[];
-  /** Every configured provider, available or not (with the reason), with its rate limiter. */
-  providerStatus(): ProviderStatus[];
+  /** Every configured provider by name, in configuration order, available or not (with
+   * the reason), with its rate limiter (the design's `get_provider_status()`). */
+  providerStatus(): Record<string, ProviderStatus>;
   /** The default provider's name. */
   readonly defaultProvider: string;
   /** Frees the WebAssembly memory now rather than at garbage collection. */

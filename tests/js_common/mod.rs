@@ -159,8 +159,11 @@ async fn rate_limited_answers_are_retried_after_the_servers_wait() {
     assert!(at[1] - at[0] >= 290.0 && at[2] - at[1] >= 290.0, "{at:?}");
     // The limiter saw the headers: the server's limit, and nothing left in flight.
     let status = rust(&manager.provider_status().unwrap());
-    assert_eq!(status[0]["rate_limiter"]["api_requests_per_minute"], 10000);
-    assert_eq!(status[0]["rate_limiter"]["in_flight"], 0);
+    assert_eq!(
+        status["main"]["rate_limiter"]["api_requests_per_minute"],
+        10000
+    );
+    assert_eq!(status["main"]["rate_limiter"]["in_flight"], 0);
 }
 
 #[wasm_bindgen_test]
