@@ -900,6 +900,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     assert.equal(body.finish_reason, 'stop');
     assert.equal(body.attempts, 1);
     assert.equal(typeof body.response_time_ms, 'number');
+    assert.equal(body.response_time, body.response_time_ms / 1000, "the design's response_time, in seconds");
     assert.ok(body.usage.total_tokens > 0);
     const log = await upstreamLog(upstream, upstreamKey('main'));
     const sent = log.find((e) => e.body?.messages?.at(-1)?.content === prompt);
