@@ -678,7 +678,7 @@ test('an empty api_key is read from OPENAI_API_KEY in process.env', TEST, async 
   `;
   const result = await program('env-key', source, { OPENAI_API_KEY: `sk-from-env-${key}` });
   assert.equal(result.content, 'Answer to: Who am I?', 'the `auth` scenario accepted the bearer token');
-  assert.equal(result.status[0].available, true);
+  assert.equal(result.status.openai.available, true);
   assert.ok(!JSON.stringify(result.status).includes('sk-from-env'), 'the key is not in providerStatus()');
   const [entry] = await upstreamLog(upstream, key);
   assert.equal(entry.headers.authorization, 'present');
