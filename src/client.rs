@@ -1,25 +1,23 @@
 //! One provider at work: rate limiter → request → retry → parse → extract.
 //!
-//! A [`Client`] owns a [`Provider`] (the HTTP mapping), its [`RateLimiter`] and a
-//! [`Runtime`]. It never sleeps while holding the limiter: a call reserves its place,
-//! releases the borrow, sleeps until its start time, and sends. Reservations are given
-//! back by drop (a `Permit`), so a cancelled or timed-out call never leaks budget.
+//! A [`Client`] owns a [`Provider`] (the HTTP mapping), its [`Budget`] (the rate limiter,
+//! in memory or shared across isolates) and a [`Runtime`]. A call reserves its place,
+//! sleeps until its start time, and sends. Reservations are given back by drop (a
+//! `Permit`), so a cancelled or timed-out call never leaks budget.
 //! Everything platform-specific is behind the runtime; this module is pure logic.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Budget, BudgetStatus, LocalBudget};
 use crate::chat::{LlmResponse, Prompt, Usage};
 use crate::config::GenerationConfig;
 use crate::error::{Error, Result};
 use crate::http::HttpRequest;
 use crate::provider::{Completion, Provider};
-use crate::rate_limit::{
-    charged_tokens, estimate_prompt_tokens, RateLimitStatus, RateLimiter, Reservation,
-};
+use crate::rate_limit::{charged_tokens, estimate_prompt_tokens, Reservation};
 use crate::retry::RetryPolicy;
 use crate::runtime::{read_to_end, with_timeout, HttpResponse, ReadError, ResponseBody, Runtime};
 use crate::stream::StreamAssembler;
@@ -40,8 +38,8 @@ pub struct CallOptions {
     pub starts_in_thinking: bool,
 }
 
-/// A provider with its rate limiter, retry policy and runtime. Cheap to clone: clones
-/// share the limiter.
+/// A provider with its budget, retry policy and runtime. Cheap to clone: clones share the
+/// budget.
 pub struct Client<R: Runtime> {
     inner: Rc<Inner<R>>,
 }
@@ -56,7 +54,7 @@ impl<R: Runtime> Clone for Client<R> {
 
 struct Inner<R: Runtime> {
     provider: Provider,
-    limiter: Rc<RefCell<RateLimiter>>,
+    budget: Rc<dyn Budget>,
     policy: RetryPolicy,
     extractor: ThinkingExtractor,
     runtime: Rc<R>,
@@ -73,14 +71,25 @@ struct Prepared {
 }
 
 impl<R: Runtime> Client<R> {
-    /// A client for `provider`, its limiter set to the provider's configured budget.
-    pub fn new(provider: Provider, runtime: Rc<R>) -> Self {
-        let config = provider.config();
-        let limits = config.rate_limit;
-        let policy = config.retry;
+    /// A client for `provider` with its own limiter in memory, set to the provider's
+    /// configured budget.
+    pub fn new(provider: Provider, runtime: Rc<R>) -> Self
+    where
+        R: 'static,
+    {
+        let budget = Rc::new(LocalBudget::new(
+            provider.config().rate_limit,
+            Rc::clone(&runtime),
+        ));
+        Self::with_budget(provider, runtime, budget)
+    }
+
+    /// A client for `provider` whose places come from `budget`.
+    pub fn with_budget(provider: Provider, runtime: Rc<R>, budget: Rc<dyn Budget>) -> Self {
+        let policy = provider.config().retry;
         Client {
             inner: Rc::new(Inner {
-                limiter: Rc::new(RefCell::new(RateLimiter::new(limits))),
+                budget,
                 policy,
                 extractor: ThinkingExtractor::default(),
                 runtime,
@@ -94,10 +103,14 @@ impl<R: Runtime> Client<R> {
         &self.inner.provider
     }
 
-    /// The rate limiter's state now.
-    pub fn rate_limit_status(&self) -> RateLimitStatus {
-        let now = self.inner.runtime.now_ms();
-        self.inner.limiter.borrow().status(now)
+    /// The budget's state now.
+    pub async fn budget_status(&self) -> BudgetStatus {
+        self.inner.budget.status().await
+    }
+
+    /// The budget, to deliver what it holds for a remote limiter ([`Budget::flush`]).
+    pub fn budget(&self) -> &dyn Budget {
+        &*self.inner.budget
     }
 
     fn prepare(
@@ -137,16 +150,13 @@ impl<R: Runtime> Client<R> {
         })
     }
 
-    /// Waits for the rate limiter's go, adding the wait to `waited`.
+    /// Waits for the budget's go, adding the wait to `waited`.
     async fn admit(&self, prepared: &Prepared, waited: &mut f64) -> Permit {
         let runtime = &self.inner.runtime;
-        let reservation = self
-            .inner
-            .limiter
-            .borrow_mut()
-            .reserve(runtime.now_ms(), prepared.tokens);
+        let budget = &self.inner.budget;
+        let reservation = budget.reserve(prepared.tokens).await;
         let permit = Permit {
-            limiter: Rc::clone(&self.inner.limiter),
+            budget: Rc::clone(budget),
             reservation,
             completion_budget: prepared.completion_budget,
             sent: false,
@@ -155,21 +165,17 @@ impl<R: Runtime> Client<R> {
         if reservation.wait_ms > 0.0 {
             *waited += reservation.wait_ms;
             runtime.sleep(reservation.wait_ms).await;
-        }
-        // A 429 or an exhausted budget reported while this call slept pauses it too. The
-        // bound keeps a misbehaving clock from looping forever.
-        for _ in 0..100 {
-            let blocked = self
-                .inner
-                .limiter
-                .borrow()
-                .blocked_for(&reservation, runtime.now_ms());
-            match blocked {
-                Some(ms) if ms > 0.0 => {
-                    *waited += ms;
-                    runtime.sleep(ms).await;
+            // A 429 or an exhausted budget reported while this call slept pauses it too.
+            // (A call that did not wait was scheduled after every signal so far.) The
+            // bound keeps a misbehaving clock from looping forever.
+            for _ in 0..100 {
+                match budget.blocked_for(reservation).await {
+                    Some(ms) if ms > 0.0 => {
+                        *waited += ms;
+                        runtime.sleep(ms).await;
+                    }
+                    _ => break,
                 }
-                _ => break,
             }
         }
         permit
@@ -269,12 +275,9 @@ impl<R: Runtime> Client<R> {
             .fetch(request)
             .await
             .map_err(|e| self.connection(&e.0))?;
-        self.inner.limiter.borrow_mut().observe(
-            runtime.now_ms(),
-            &response.headers,
-            response.status,
-            Some(reservation),
-        );
+        self.inner
+            .budget
+            .observe(&response.headers, response.status, reservation);
         Ok(response)
     }
 
@@ -396,10 +399,10 @@ struct Attempted<T> {
     waited_ms: f64,
 }
 
-/// A place in the rate limiter, given back when dropped: cancelled if the request was
-/// never sent, settled with the estimate if it was and its usage is unknown.
+/// A place in the budget, given back when dropped: cancelled if the request was never
+/// sent, settled with the estimate if it was and its usage is unknown.
 struct Permit {
-    limiter: Rc<RefCell<RateLimiter>>,
+    budget: Rc<dyn Budget>,
     reservation: Reservation,
     completion_budget: u32,
     sent: bool,
@@ -414,9 +417,7 @@ impl Permit {
             self.settled = true;
             let charged = usage
                 .map(|u| charged_tokens(u.prompt_tokens, u.total_tokens, self.completion_budget));
-            self.limiter
-                .borrow_mut()
-                .reconcile(&self.reservation, charged);
+            self.budget.reconcile(&self.reservation, charged);
         }
     }
 }
@@ -427,13 +428,10 @@ impl Drop for Permit {
             return;
         }
         self.settled = true;
-        // Drop may run while a borrow is held only if a caller panicked; never panic twice.
-        if let Ok(mut limiter) = self.limiter.try_borrow_mut() {
-            if self.sent {
-                limiter.reconcile(&self.reservation, None);
-            } else {
-                limiter.cancel(&self.reservation);
-            }
+        if self.sent {
+            self.budget.reconcile(&self.reservation, None);
+        } else {
+            self.budget.cancel(&self.reservation);
         }
     }
 }

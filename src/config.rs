@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Number, Result};
 use crate::retry::RetryPolicy;
+use crate::shared_limit::SharedLimit;
 
 pub use crate::provider::ProviderKind;
 
@@ -426,6 +427,10 @@ pub struct ProviderConfig {
     /// Retries and backoff (default: 3 retries, 1 s × 2^attempt up to 60 s).
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// How an isolate uses the limiter shared across the Worker's isolates (the Worker
+    /// only; see [`SharedLimit`]).
+    #[serde(default)]
+    pub shared_limit: SharedLimit,
 }
 
 fn default_model() -> String {
@@ -455,6 +460,7 @@ impl ProviderConfig {
             default: false,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             retry: RetryPolicy::default(),
+            shared_limit: SharedLimit::default(),
         }
     }
 
@@ -462,6 +468,8 @@ impl ProviderConfig {
     /// field names in errors (`providers.main`).
     pub fn validate(&self, path: &str) -> Result<()> {
         self.rate_limit.validate(&format!("{path}.rate_limit"))?;
+        self.shared_limit
+            .validate(&format!("{path}.shared_limit"))?;
         if self.timeout_ms == 0 {
             return Err(Error::config(
                 format!("{path}.timeout_ms"),

@@ -51,6 +51,7 @@
 //! assert!(error.to_string().contains("providers.main.rate_limit.requests_per_minute"));
 //! ```
 
+pub mod budget;
 pub mod chat;
 pub mod client;
 pub mod config;
@@ -65,6 +66,7 @@ pub mod rate_limit;
 pub mod record;
 pub mod retry;
 pub mod runtime;
+pub mod shared_limit;
 pub mod sse;
 pub mod stream;
 pub mod thinking;

@@ -15,6 +15,7 @@ use futures_util::stream::{self, StreamExt};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::budget::{Budget, LocalBudget, SharedStatus};
 use crate::chat::{LlmResponse, Prompt};
 use crate::client::{CallOptions, Client, CompletionStream};
 use crate::config::{GenerationConfig, LlmConfig, ProviderConfig, ProviderKind};
@@ -114,6 +115,9 @@ pub struct ProviderStatus {
     pub default: bool,
     /// Its rate limiter, when available.
     pub rate_limiter: Option<RateLimitStatus>,
+    /// Whether that limiter is shared across isolates, and reachable (`null` for a limiter
+    /// of this process alone).
+    pub shared_limiter: Option<SharedStatus>,
 }
 
 /// Every provider's status keyed by its name, in configuration order: the design's
@@ -179,13 +183,31 @@ pub struct BatchProgress<'a> {
     pub result: &'a Result<LlmResponse>,
 }
 
-impl<R: Runtime> ProviderManager<R> {
-    /// Sets up every provider of `config`; `env` looks up API keys left empty. Fails
-    /// only when the configuration is invalid or no provider can be set up.
+impl<R: Runtime + 'static> ProviderManager<R> {
+    /// Sets up every provider of `config`, each with its rate limiter in this process's
+    /// memory; `env` looks up API keys left empty. Fails only when the configuration is
+    /// invalid or no provider can be set up.
     pub fn new(
         config: &LlmConfig,
         runtime: Rc<R>,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let local = |provider: &Provider| -> Rc<dyn Budget> {
+            Rc::new(LocalBudget::new(
+                provider.config().rate_limit,
+                Rc::clone(&runtime),
+            ))
+        };
+        Self::with_budgets(config, Rc::clone(&runtime), env, &local)
+    }
+
+    /// [`Self::new`], with each provider's budget made by `budget` (the Worker's are
+    /// shared across isolates).
+    pub fn with_budgets(
+        config: &LlmConfig,
+        runtime: Rc<R>,
+        env: &dyn Fn(&str) -> Option<String>,
+        budget: &dyn Fn(&Provider) -> Rc<dyn Budget>,
     ) -> Result<Self> {
         config.validate()?;
         let entries: Vec<Entry<R>> = config
@@ -194,8 +216,10 @@ impl<R: Runtime> ProviderManager<R> {
             .map(|(name, provider_config)| Entry {
                 name: name.clone(),
                 config: provider_config.clone(),
-                client: Provider::from_config(name, provider_config, env)
-                    .map(|p| Client::new(p, Rc::clone(&runtime))),
+                client: Provider::from_config(name, provider_config, env).map(|p| {
+                    let budget = budget(&p);
+                    Client::with_budget(p, Rc::clone(&runtime), budget)
+                }),
             })
             .collect();
         if entries.iter().all(|e| e.client.is_err()) {
@@ -244,25 +268,56 @@ impl<R: Runtime> ProviderManager<R> {
     }
 
     /// Every configured provider: type, model, availability (with the reason when not
-    /// available) and its rate limiter's state.
-    pub fn provider_status(&self) -> Vec<ProviderStatus> {
-        self.entries
-            .iter()
-            .map(|e| ProviderStatus {
+    /// available) and its rate limiter's state (asked of a shared limiter: a round trip).
+    pub async fn provider_status(&self) -> Vec<ProviderStatus> {
+        let mut statuses = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let budget = match &e.client {
+                Ok(client) => Some(client.budget_status().await),
+                Err(_) => None,
+            };
+            let (rate_limiter, shared_limiter) = match budget {
+                Some(status) => (Some(status.limiter), status.shared),
+                None => (None, None),
+            };
+            statuses.push(ProviderStatus {
                 name: e.name.clone(),
                 kind: e.config.kind,
                 model: e.config.kind.model(&e.config).to_string(),
                 available: e.client.is_ok(),
                 reason: e.client.as_ref().err().map(ToString::to_string),
                 default: e.name == self.default,
-                rate_limiter: e.client.as_ref().ok().map(Client::rate_limit_status),
+                rate_limiter,
+                shared_limiter,
+            });
+        }
+        statuses
+    }
+
+    /// [`Self::provider_status`] keyed by name.
+    pub async fn status_by_name(&self) -> StatusByName {
+        StatusByName(self.provider_status().await)
+    }
+
+    /// The providers that could not be set up, with why.
+    pub fn setup_errors(&self) -> Vec<(&str, &Error)> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                e.client
+                    .as_ref()
+                    .err()
+                    .map(|error| (e.name.as_str(), error))
             })
             .collect()
     }
 
-    /// [`Self::provider_status`] keyed by name.
-    pub fn status_by_name(&self) -> StatusByName {
-        StatusByName(self.provider_status())
+    /// Delivers what every provider's budget holds for a remote limiter (see
+    /// [`Budget::flush`]): the Worker runs it after each response, in `wait_until`.
+    pub async fn flush(&self) {
+        for client in self.entries.iter().filter_map(|e| e.client.as_ref().ok()) {
+            client.budget().flush().await;
+        }
     }
 
     /// The client of provider `name` (the default when `None`): an error naming the

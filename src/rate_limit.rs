@@ -53,7 +53,8 @@ pub struct RateLimits {
     pub requests_per_minute: u32,
     /// Tokens (prompt plus completion) per minute, at least 1 (default 90,000).
     pub tokens_per_minute: u32,
-    /// How the request limit refills (default [`RequestRefill::Window`]).
+    /// How the request limit refills (default [`RequestRefill::Continuous`], the bucket
+    /// OpenAI and Azure OpenAI enforce).
     pub requests_refill: RequestRefill,
 }
 
@@ -62,7 +63,7 @@ impl Default for RateLimits {
         RateLimits {
             requests_per_minute: 60,
             tokens_per_minute: 90_000,
-            requests_refill: RequestRefill::Window,
+            requests_refill: RequestRefill::Continuous,
         }
     }
 }
@@ -72,13 +73,14 @@ impl Default for RateLimits {
 #[serde(rename_all = "lowercase")]
 pub enum RequestRefill {
     /// An exact sliding window: no 60-second window ever holds more than N starts. The
-    /// strict reading, safe against any server; but a server that refills continuously
-    /// would have taken up to twice as many in a minute that follows a burst.
-    #[default]
+    /// strict reading, safe against any server, and the one to choose when the limit is a
+    /// promise made to someone else; but against a server that refills continuously it
+    /// admits about half of what that server would once requests bind.
     Window,
     /// A bucket of N requests, full at first, refilling continuously at N per minute: the
-    /// way OpenAI and Azure OpenAI enforce their limits. A burst of N, then one request
-    /// every 60/N s; a minute that follows an idle one may hold up to 2N starts.
+    /// way OpenAI and Azure OpenAI enforce their limits (the default). A burst of N, then
+    /// one request every 60/N s; a minute that follows an idle one may hold up to 2N starts.
+    #[default]
     Continuous,
 }
 
@@ -86,7 +88,7 @@ pub enum RequestRefill {
 ///
 /// Hand it back exactly once, to [`RateLimiter::reconcile`] when the request finished
 /// (successfully or not) or to [`RateLimiter::cancel`] when it was never sent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reservation {
     /// A number unique within its limiter, for the caller's bookkeeping and logs.
     pub id: u64,
@@ -105,7 +107,7 @@ pub struct Reservation {
 }
 
 /// A snapshot of a limiter's state, for status pages and logs.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RateLimitStatus {
     /// Requests that started (were scheduled to start) in the last 60 seconds.
     pub requests_per_minute: u32,
@@ -130,6 +132,9 @@ pub struct RateLimitStatus {
     pub effective_tokens_per_minute: u32,
     /// Requests reserved and not yet reconciled or cancelled (queued ones included).
     pub in_flight: u32,
+    /// Requests reserved to start later than now: waiting for their turn.
+    #[serde(default)]
+    pub waiting: u32,
     /// Until when a server signal (a 429's `retry-after`, no remaining requests) blocks
     /// every request, when that is in the future.
     pub blocked_until_ms: Option<f64>,
@@ -150,9 +155,10 @@ pub struct RateLimitStatus {
 ///
 /// ```
 /// use llm_distiller::http::Headers;
-/// use llm_distiller::rate_limit::{RateLimiter, RateLimits};
+/// use llm_distiller::rate_limit::{RateLimiter, RateLimits, RequestRefill};
 ///
-/// let mut limiter = RateLimiter::new(RateLimits { requests_per_minute: 2, tokens_per_minute: 10_000, ..Default::default() });
+/// let limits = RateLimits { requests_per_minute: 2, tokens_per_minute: 10_000, requests_refill: RequestRefill::Window };
+/// let mut limiter = RateLimiter::new(limits);
 /// let now = 1_700_000_000_000.0; // the caller's clock, in ms since the Unix epoch
 /// let first = limiter.reserve(now, 100);
 /// let second = limiter.reserve(now, 100);
@@ -170,13 +176,14 @@ pub struct RateLimitStatus {
 ///
 /// # The model
 ///
-/// * Requests, [`RequestRefill::Window`] (the default): the start times of the last
+/// * Requests, [`RequestRefill::Window`]: the start times of the last
 ///   minute's reservations are kept in order; a new one starts no earlier than 60 s after
 ///   the `effective_rpm`-th previous one, so no 60-second window ever holds more than
 ///   `effective_rpm` starts. This is stricter than the server's own bucket, hence safe,
 ///   but once requests bind it admits about half of what the server would.
-/// * Requests, [`RequestRefill::Continuous`]: a bucket like the tokens' below, of
-///   `effective_rpm` requests, each reservation taking one; it mirrors the server's.
+/// * Requests, [`RequestRefill::Continuous`] (the default): a bucket like the tokens'
+///   below, of `effective_rpm` requests, each reservation taking one; it mirrors the
+///   server's.
 /// * Tokens: a bucket of `effective_tpm` tokens, starting full, refilling continuously at
 ///   `effective_tpm` per minute. A reservation takes its tokens at its start time and may
 ///   drive the level below zero (debt); its start is when the level covers it. A
@@ -190,7 +197,10 @@ pub struct RateLimitStatus {
 ///
 /// Times that go backwards (or are NaN, infinite or negative) count as no time passing.
 /// Nothing here panics on any input.
-#[derive(Debug, Clone)]
+///
+/// It serializes (serde) to its whole state, so that a limiter kept elsewhere (a Durable
+/// Object's storage) restores exactly where it was.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RateLimiter {
     /// The configured limits, clamped to at least 1.
     configured: RateLimits,
@@ -244,7 +254,7 @@ struct Scheduled {
 /// limiter's reservations by assuming the server saw them in order, and concurrent requests
 /// overtake each other: with a running minimum every pessimistic guess would stay, costing
 /// throughput for the rest of the run, whereas the next observation corrects a replaced one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Level {
     own: f64,
     server: f64,
@@ -291,7 +301,7 @@ impl Level {
 }
 
 /// A server block that postponed every reservation not yet due when it arrived.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Pause {
     /// Reservations with a lower id were made before the pause, so may be affected.
     first_unaffected_id: u64,
@@ -365,6 +375,27 @@ impl RateLimiter {
             start_at_ms: start,
             reserved_through: self.reserved_total,
         }
+    }
+
+    /// The configured limits (each at least 1).
+    pub fn limits(&self) -> RateLimits {
+        self.configured
+    }
+
+    /// Changes the configured limits at `now_ms`, keeping everything the limiter knows:
+    /// the buckets refill at the old rates up to now, then hold at most the new capacity.
+    /// What was reserved stays reserved. For a limiter that outlives its configuration
+    /// (one kept in a Durable Object, across a deploy that changed the budget).
+    pub fn reconfigure(&mut self, now_ms: f64, limits: RateLimits) {
+        let now = self.advance_clock(now_ms);
+        self.refill_to(now);
+        self.configured = RateLimits {
+            requests_per_minute: limits.requests_per_minute.max(1),
+            tokens_per_minute: limits.tokens_per_minute.max(1),
+            requests_refill: limits.requests_refill,
+        };
+        self.level.clamp(self.capacity());
+        self.requests_level.clamp(self.requests_capacity());
     }
 
     /// [`Self::reserve`] for a caller that sleeps the wait and never reports back: the
@@ -561,6 +592,7 @@ impl RateLimiter {
             effective_requests_per_minute: self.effective_rpm(),
             effective_tokens_per_minute: self.effective_tpm(),
             in_flight: self.in_flight,
+            waiting: u32::try_from(self.starts.len() - started_by_now).unwrap_or(u32::MAX),
             blocked_until_ms: (self.blocked_until_ms > now).then_some(self.blocked_until_ms),
             next_free_in_ms: next_start - now,
         }
@@ -846,6 +878,19 @@ impl<'a> RateLimitHeaders<'a> {
         }
         found
     }
+}
+
+/// The headers of an answer that [`RateLimiter::observe`] reads (`x-ratelimit-*`,
+/// `retry-after`, `retry-after-ms`), in order: all a limiter kept elsewhere needs to be
+/// told of an answer.
+pub fn rate_limit_headers(headers: &Headers) -> impl Iterator<Item = (&str, &str)> {
+    headers.iter().filter(|(name, _)| {
+        let prefix = "x-ratelimit-";
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+            || name.eq_ignore_ascii_case("retry-after")
+            || name.eq_ignore_ascii_case("retry-after-ms")
+    })
 }
 
 /// A header value as a non-negative integer that fits in `u32`: ASCII digits only,

@@ -22,10 +22,17 @@ fn manager(sim: &Sim, config: serde_json::Value) -> ProviderManager<Sim> {
 }
 
 fn one_openai(sim: &Sim, rpm: u32, tpm: u32) -> ProviderManager<Sim> {
+    one_openai_refilled(sim, rpm, tpm, "continuous")
+}
+
+/// One OpenAI provider whose request limit refills as `refill` says (`window` or
+/// `continuous`, the default).
+fn one_openai_refilled(sim: &Sim, rpm: u32, tpm: u32, refill: &str) -> ProviderManager<Sim> {
     manager(
         sim,
         json!({ "providers": { "main": { "type": "openai", "api_key": KEY, "base_url": "http://127.0.0.1:9/v1",
-            "model": "gpt-4o", "rate_limit": { "requests_per_minute": rpm, "tokens_per_minute": tpm } } } }),
+            "model": "gpt-4o", "rate_limit": { "requests_per_minute": rpm, "tokens_per_minute": tpm,
+                                               "requests_refill": refill } } } }),
     )
 }
 
@@ -142,7 +149,7 @@ fn azure_requests_use_the_deployment_path_api_key_and_version() {
 #[test]
 fn two_hundred_requests_at_60_rpm_never_exceed_60_in_any_minute() {
     let sim = Sim::always(Reply::completion("ok"));
-    let manager = one_openai(&sim, 60, 10_000_000);
+    let manager = one_openai_refilled(&sim, 60, 10_000_000, "window");
     let prompts: Vec<Prompt> = (0..200).map(|i| Prompt::from(format!("q{i}"))).collect();
     let options = BatchOptions {
         concurrency: 50,
@@ -174,7 +181,7 @@ fn remaining_requests_zero_holds_the_next_request_until_the_reset() {
             .header("x-ratelimit-reset-requests", "6s"),
         Reply::completion("two"),
     ]);
-    let manager = one_openai(&sim, 1000, 1_000_000);
+    let manager = one_openai_refilled(&sim, 1000, 1_000_000, "window");
     sim.run(async {
         manager
             .generate(&"a".into(), &small(), &Route::Default, &no_options())
@@ -309,7 +316,7 @@ fn a_slow_answer_times_out_per_attempt() {
     // 4 attempts of 2 s and backoff of 1 + 2 + 4 s.
     assert_eq!(sim.elapsed(), 4.0 * 2_000.0 + 7_000.0);
     // Nothing is left in flight after the timeouts.
-    let status = manager.provider_status();
+    let status = sim.run(manager.provider_status());
     assert_eq!(
         status[0].rate_limiter.as_ref().map(|s| s.in_flight),
         Some(0)
@@ -513,7 +520,7 @@ fn a_failed_call_is_attributed_to_the_provider_that_failed_last_and_its_model() 
     .unwrap();
     // Azure has no key: it cannot be set up, and still names its deployment.
     let manager = ProviderManager::new(&config, Rc::new(sim.clone()), &|_| None).unwrap();
-    let status = manager.provider_status();
+    let status = sim.run(manager.provider_status());
     assert!(!status[1].available);
     assert_eq!(
         status[1].model, "dep",
@@ -555,7 +562,9 @@ fn the_status_by_name_is_an_object_in_configuration_order() {
     )
     .unwrap();
     let manager = ProviderManager::new(&config, Rc::new(sim), &|_| None).unwrap();
-    let text = serde_json::to_string(&manager.status_by_name()).unwrap();
+    let text =
+        serde_json::to_string(&Sim::always(Reply::completion("")).run(manager.status_by_name()))
+            .unwrap();
     assert!(
         text.starts_with(r#"{"zeta":{"name":"zeta","type":"custom""#),
         "{text}"
@@ -580,7 +589,7 @@ fn unavailable_providers_are_shown_with_their_reason_and_answer_with_it() {
     let manager =
         ProviderManager::new(&config, Rc::new(sim.clone()), &env).expect("one provider is enough");
     assert_eq!(manager.list_providers(), vec!["azure".to_string()]);
-    let status = manager.provider_status();
+    let status = sim.run(manager.provider_status());
     assert_eq!(status.len(), 2);
     assert!(!status[0].available);
     assert!(status[0].default);
@@ -786,7 +795,10 @@ fn a_finished_call_is_charged_its_real_prompt_plus_its_max_tokens() {
     let prompt = Prompt::from("x".repeat(400)); // estimated at 100 + 4 + 3 prompt tokens
     sim.run(manager.generate(&prompt, &config, &Route::Default, &no_options()))
         .expect("answer");
-    let status = manager.provider_status()[0].rate_limiter.clone().unwrap();
+    let status = sim.run(manager.provider_status())[0]
+        .rate_limiter
+        .clone()
+        .unwrap();
     assert_eq!(status.in_flight, 0);
     // In use at the fake clock's time: 110 tokens, less the refill over the call (none:
     // the scripted server answers at once).
@@ -911,6 +923,6 @@ fn dropping_a_call_gives_its_reservation_back() {
         let timer = llm_distiller::runtime::with_timeout(&sim, 50.0, call).await;
         assert!(timer.is_none(), "the call was cut off");
     });
-    let status = &manager.provider_status()[0];
+    let status = &sim.run(manager.provider_status())[0];
     assert_eq!(status.rate_limiter.as_ref().unwrap().in_flight, 0);
 }

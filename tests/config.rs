@@ -105,13 +105,17 @@ fn provider_defaults_and_rate_limit_defaults() {
             ..Default::default()
         }
     );
-    assert_eq!(p.rate_limit.requests_refill, RequestRefill::Window);
-    let continuous =
-        r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_refill":"continuous"}}}}"#;
-    let config = LlmConfig::from_json(continuous).unwrap();
+    assert_eq!(
+        p.rate_limit.requests_refill,
+        RequestRefill::Continuous,
+        "the bucket OpenAI and Azure enforce, by default"
+    );
+    let window =
+        r#"{"providers":{"p":{"type":"openai","rate_limit":{"requests_refill":"window"}}}}"#;
+    let config = LlmConfig::from_json(window).unwrap();
     assert_eq!(
         config.provider("p").unwrap().rate_limit.requests_refill,
-        RequestRefill::Continuous
+        RequestRefill::Window
     );
     assert_eq!(p.timeout_ms, 60_000);
     assert_eq!(p.retry.max_retries, 3);

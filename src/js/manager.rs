@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use futures_util::FutureExt;
 use js_sys::{Array, Function, Object, Promise};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -171,7 +172,14 @@ impl JsProviderManager {
     /// limiter (the design's `get_provider_status()`).
     #[wasm_bindgen(skip_typescript, js_name = providerStatus, unchecked_return_type = "Record<string, ProviderStatus>")]
     pub fn provider_status(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.inner.status_by_name())
+        // The package's limiters live in memory: their status is ready at once.
+        match self.inner.status_by_name().now_or_never() {
+            Some(status) => to_js(&status),
+            None => Err(js_error(&Error::config(
+                "providerStatus",
+                "a limiter of this manager is not in memory",
+            ))),
+        }
     }
 
     /// The default provider's name.

@@ -51,8 +51,8 @@ export interface RateLimitConfig {
   /** At least 1, default 90,000. */
   tokens_per_minute?: number;
   /**
-   * `"window"` (default): never more than `requests_per_minute` starts in any 60 s.
-   * `"continuous"`: a bucket refilling continuously, as OpenAI and Azure enforce it.
+   * `"continuous"` (default): a bucket refilling continuously, as OpenAI and Azure enforce it.
+   * `"window"`: never more than `requests_per_minute` starts in any 60 s.
    */
   requests_refill?: "window" | "continuous";
 }
@@ -208,6 +208,8 @@ export interface RateLimitStatus {
   effective_requests_per_minute: number;
   effective_tokens_per_minute: number;
   in_flight: number;
+  /** Requests reserved to start later than now. */
+  waiting: number;
   blocked_until_ms: number | null;
   /** How long a request reserved now would wait. */
   next_free_in_ms: number;

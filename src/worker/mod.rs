@@ -17,6 +17,7 @@
 
 mod calls;
 mod http;
+mod limiter;
 mod responses;
 mod setup;
 mod store;
@@ -27,12 +28,19 @@ use worker::{event, Context, Env, Request, Response};
 use crate::endpoints::Endpoint;
 use crate::openai_api::ApiError;
 
+pub use limiter::RateLimiterObject;
+
 #[event(fetch)]
 async fn fetch(mut request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let response = match handle(&mut request, &env, &ctx).await {
         Ok(response) => response,
         Err(error) => http::error_response(&error, None),
     };
+    // What the call learnt of the provider's limits reaches the shared limiter after the
+    // response (streams deliver theirs when they end, see `streaming`).
+    if let Some(manager) = setup::built_manager() {
+        ctx.wait_until(async move { manager.flush().await });
+    }
     Ok(http::with_cors(response))
 }
 
@@ -48,6 +56,6 @@ async fn handle(request: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
         Endpoint::Generate => calls::generate(request, env, ctx).await,
         Endpoint::ListResponses => responses::list(request, env).await,
         Endpoint::GetResponse(id) => responses::get(&id, env).await,
-        Endpoint::Providers => responses::providers(env),
+        Endpoint::Providers => responses::providers(env).await,
     }
 }

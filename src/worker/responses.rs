@@ -35,8 +35,8 @@ pub async fn get(id: &str, env: &Env) -> Result<Response, ApiError> {
 }
 
 /// `GET /v1/providers`.
-pub fn providers(env: &Env) -> Result<Response, ApiError> {
+pub async fn providers(env: &Env) -> Result<Response, ApiError> {
     let manager = manager(env)?;
-    let body = json!({ "object": "list", "default": manager.default_provider(), "data": manager.provider_status() });
+    let body = json!({ "object": "list", "default": manager.default_provider(), "data": manager.provider_status().await });
     Ok(json_response(&body, 200, None))
 }

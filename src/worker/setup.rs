@@ -3,8 +3,9 @@
 //! rules are the core's ([`LlmConfig::from_json_with`] with [`KeySource::SecretsOnly`],
 //! [`token_matches`]); this module only looks things up.
 //!
-//! The provider manager, and with it every rate limiter, lives per isolate: built on first
-//! use and again when the configuration text changes.
+//! The provider manager lives per isolate: built on first use and again when the
+//! configuration text changes. Its rate limiters are shared by every isolate, each in its
+//! provider's Durable Object ([`super::limiter`]).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -13,10 +14,14 @@ use serde_json::{json, Value};
 use worker::{console_warn, D1Database, Env, Request, Response};
 
 use super::http::{header, json_response};
+use super::limiter::{Link, BINDING as LIMITER};
+use crate::budget::{Budget, LocalBudget};
 use crate::config::{KeySource, LlmConfig};
 use crate::error::Error;
 use crate::manager::ProviderManager;
 use crate::openai_api::{bearer_token, token_matches, ApiError};
+use crate::provider::Provider;
+use crate::shared_limit::RemoteBudget;
 use crate::wasm::WasmRuntime;
 
 /// The secret holding the access token.
@@ -96,18 +101,42 @@ pub fn manager(env: &Env) -> Result<Rc<Manager>, ApiError> {
             .map(|s| s.to_string())
             .filter(|s| !s.is_empty())
     };
-    let manager = Manager::new(&config, Rc::new(WasmRuntime), &secret)
+    let runtime = Rc::new(WasmRuntime);
+    // Each provider's budget is shared by every isolate, through its Durable Object; a
+    // Worker deployed without the binding limits per isolate (and says so).
+    let shared = |provider: &Provider| -> Rc<dyn Budget> {
+        let config = provider.config();
+        match Link::new(env, provider.identity()) {
+            Some(link) => Rc::new(RemoteBudget::new(
+                provider.identity(),
+                config.rate_limit,
+                config.shared_limit,
+                Rc::clone(&runtime),
+                link,
+            )),
+            None => {
+                console_warn!(
+                    "no {LIMITER} binding: each isolate limits '{}' on its own",
+                    provider.name()
+                );
+                Rc::new(LocalBudget::new(config.rate_limit, Rc::clone(&runtime)))
+            }
+        }
+    };
+    let manager = Manager::with_budgets(&config, Rc::clone(&runtime), &secret, &shared)
         .map_err(|e| server_config_error(&e))?;
-    for status in manager.provider_status().iter().filter(|s| !s.available) {
-        console_warn!(
-            "provider '{}' is unavailable: {}",
-            status.name,
-            status.reason.as_deref().unwrap_or("")
-        );
+    for (name, reason) in manager.setup_errors() {
+        console_warn!("provider '{name}' is unavailable: {reason}");
     }
     let manager = Rc::new(manager);
     MANAGER.with(|m| *m.borrow_mut() = Some((text, Rc::clone(&manager))));
     Ok(manager)
+}
+
+/// The isolate's manager, if one was built: to deliver what its budgets hold for the
+/// shared limiters after a response.
+pub fn built_manager() -> Option<Rc<Manager>> {
+    MANAGER.with(|m| m.borrow().as_ref().map(|(_, m)| Rc::clone(m)))
 }
 
 fn config_text(env: &Env) -> Result<String, ApiError> {

@@ -47,10 +47,13 @@ pub async fn respond(
     // stream's own end would never start.
     let (row, ended) = oneshot::channel::<Record>();
     let db = database(env);
+    let flushing = Rc::clone(&manager);
     ctx.wait_until(async move {
         if let (Ok(record), Ok(db)) = (ended.await, db) {
             store::insert(&db, &record).await;
         }
+        // The stream's end settled its reservation: tell the shared limiter.
+        flushing.flush().await;
     });
     let role = chunk_event(
         &arrival.id,

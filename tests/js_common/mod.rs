@@ -515,7 +515,11 @@ fn the_rate_limiter_is_usable_on_its_own() {
     assert_eq!(limiter.reserve_wait(10, Some(now)), 0.0);
     let second = limiter.reserve(10, Some(now));
     assert_eq!(rust(&second)["wait_ms"], 0.0);
-    assert_eq!(limiter.reserve_wait(10, Some(now)), 60_000.0);
+    assert_eq!(
+        limiter.reserve_wait(10, Some(now)),
+        30_000.0,
+        "the request bucket (the default) refills one request every 30 s at 2 per minute"
+    );
     let headers = js(&json!({ "x-ratelimit-limit-tokens": "500" }));
     limiter.observe(headers, 200, second, Some(now)).unwrap();
     let status = rust(&limiter.status(Some(now)).unwrap());

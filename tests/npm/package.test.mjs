@@ -137,7 +137,7 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
     const b = prefilled.push("</think>done");
     const c = prefilled.finish();
 
-    const limiter = new RateLimiter({ requests_per_minute: 2, tokens_per_minute: 1000 });
+    const limiter = new RateLimiter({ requests_per_minute: 2, tokens_per_minute: 1000, requests_refill: "window" });
     const waits = [limiter.reserveWait(10, 0), limiter.reserveWait(10, 0), limiter.reserveWait(10, 0)];
     const reservation = limiter.reserve(10, 1000);
     limiter.cancel(reservation);

@@ -1,0 +1,711 @@
+//! One rate limit across every isolate: a provider's [`RateLimiter`] kept in one place (the
+//! Worker's Durable Object), and the budget each isolate draws on it through.
+//!
+//! Cloudflare runs a Worker in many isolates at once; each with its own limiter would
+//! spend the provider's budget once per isolate. Here the limiter lives in one object per
+//! provider identity ([`crate::provider::Provider::identity`], never a key):
+//!
+//! - [`LimiterObject`] is what the object runs: the core's [`RateLimiter`] unchanged, fed
+//!   versioned JSON messages, its whole state a snapshot the object keeps in storage, so
+//!   that eviction or a restart loses no accounting. A reservation whose caller never
+//!   settles it (an isolate that died) is settled with its estimate after
+//!   [`ABANDONED_AFTER_MS`].
+//! - [`RemoteBudget`] is an isolate's [`Budget`] on that object: a reservation is one round
+//!   trip (the object answers how long to wait); observations, reconciliations and
+//!   cancellations queue up and travel with the isolate's next round trip, or with
+//!   [`Budget::flush`], which the Worker runs after each response (`wait_until`).
+//! - When the object cannot be reached in [`SharedLimit::timeout_ms`], or answers badly,
+//!   the isolate answers from a limiter of its own at [`SharedLimit::fallback_share`] of
+//!   the budget, says so in its status, and tries the object again after
+//!   [`SharedLimit::retry_after_ms`]. Never a panic, never an unbounded wait. Messages it
+//!   could not deliver are kept (at most [`MAX_UNDELIVERED`]) for when the object is back;
+//!   one that may have arrived (a round trip that timed out) is not sent again, so nothing
+//!   is ever counted twice: the object's abandoned-reservation sweep settles it instead.
+//!
+//! Messages are versioned ([`PROTOCOL`]): an object answers only versions it knows, and
+//! reads each operation on its own, so that old and new code coexist during a deploy (an
+//! operation it does not know gets an `unknown` outcome, the rest are carried out).
+//! Everything here is pure: the object's transport ([`ObjectLink`]) and the clock are
+//! passed in.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::budget::{Answer, Budget, BudgetStatus, SharedMode, SharedStatus};
+use crate::error::{Error, Number, Result};
+use crate::http::Headers;
+use crate::rate_limit::{
+    rate_limit_headers, RateLimitStatus, RateLimiter, RateLimits, Reservation,
+};
+use crate::runtime::{with_timeout, Runtime, TransportError};
+
+/// The version of the messages this code speaks.
+pub const PROTOCOL: u32 = 1;
+
+/// A reservation its caller has neither reconciled nor cancelled after this long is taken
+/// as abandoned (the isolate went away) and reconciled with its estimate: 15 minutes,
+/// longer than any call waits and runs.
+pub const ABANDONED_AFTER_MS: f64 = 15.0 * 60_000.0;
+
+/// The most messages an isolate keeps for a shared limiter it cannot reach; beyond, the
+/// oldest are dropped (and the object's sweep settles their reservations).
+pub const MAX_UNDELIVERED: usize = 512;
+
+/// Reservations an isolate makes from its own fallback limiter get ids from here on, so
+/// that they are never mistaken for the object's (which count up from 0, one per call:
+/// 2^52 is a call a microsecond for 142 years).
+const FALLBACK_IDS: u64 = 1 << 52;
+
+/// How an isolate uses a provider's shared limiter (`shared_limit` in a provider's
+/// configuration; only the Worker has one).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedLimit {
+    /// The share of the budget an isolate spends on its own while the shared limiter
+    /// cannot be reached, more than 0 and at most 1 (default 0.5). Isolates that fall back
+    /// together may spend up to this share each: the provider's 429s and the retries then
+    /// take over.
+    pub fallback_share: f64,
+    /// How long a round trip to the shared limiter may take, in milliseconds (default
+    /// 1,000).
+    pub timeout_ms: f64,
+    /// How long an isolate answers from its own limiter before it tries the shared one
+    /// again, in milliseconds (default 10,000).
+    pub retry_after_ms: f64,
+}
+
+impl Default for SharedLimit {
+    fn default() -> Self {
+        SharedLimit {
+            fallback_share: 0.5,
+            timeout_ms: 1_000.0,
+            retry_after_ms: 10_000.0,
+        }
+    }
+}
+
+impl SharedLimit {
+    /// Checks the ranges; `path` names the field (`providers.main.shared_limit`).
+    pub fn validate(&self, path: &str) -> Result<()> {
+        if !(self.fallback_share > 0.0 && self.fallback_share <= 1.0) {
+            return Err(Error::config(
+                format!("{path}.fallback_share"),
+                format!(
+                    "must be more than 0 and at most 1, got {}",
+                    Number(self.fallback_share)
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("timeout_ms", self.timeout_ms),
+            ("retry_after_ms", self.retry_after_ms),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(Error::config(
+                    format!("{path}.{field}"),
+                    format!(
+                        "must be a positive number of milliseconds, got {}",
+                        Number(value)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `limits` at the fallback's share, each limit at least 1.
+    fn share_of(&self, limits: RateLimits) -> RateLimits {
+        let share = |limit: u32| ((f64::from(limit) * self.fallback_share).floor() as u32).max(1);
+        RateLimits {
+            requests_per_minute: share(limits.requests_per_minute),
+            tokens_per_minute: share(limits.tokens_per_minute),
+            requests_refill: limits.requests_refill,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The messages
+
+/// One operation on the limiter, as it travels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// [`RateLimiter::reserve`].
+    Reserve {
+        /// The estimated tokens.
+        tokens: u32,
+    },
+    /// [`RateLimiter::blocked_for`].
+    BlockedFor {
+        /// The reservation asked about.
+        reservation: Reservation,
+    },
+    /// [`RateLimiter::observe`], with the headers the limiter reads.
+    Observe {
+        /// The reservation the answer is to.
+        reservation: Reservation,
+        /// The answer's status.
+        status: u16,
+        /// Its rate-limit and retry headers.
+        headers: Vec<(String, String)>,
+    },
+    /// [`RateLimiter::reconcile`].
+    Reconcile {
+        /// The reservation settled.
+        reservation: Reservation,
+        /// What the server charged, when known.
+        tokens: Option<u32>,
+    },
+    /// [`RateLimiter::cancel`].
+    Cancel {
+        /// The reservation given back.
+        reservation: Reservation,
+    },
+    /// [`RateLimiter::status`].
+    Status,
+}
+
+/// What came of one operation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A reservation.
+    Reserved {
+        /// It.
+        reservation: Reservation,
+    },
+    /// How much longer a server signal holds a reservation (`None`: go).
+    Blocked {
+        /// The wait, in milliseconds.
+        wait_ms: Option<f64>,
+    },
+    /// Carried out.
+    Done,
+    /// The limiter's state.
+    Status {
+        /// It.
+        status: RateLimitStatus,
+    },
+    /// An operation this object does not know (newer code sent it).
+    Unknown {
+        /// Why it was not read.
+        message: String,
+    },
+}
+
+/// A message to the object: who asks (the budget, so that a configuration change reaches
+/// the object), and what to do, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// [`PROTOCOL`].
+    pub v: u32,
+    /// The caller's configured budget.
+    pub limits: RateLimits,
+    /// The operations, each read on its own.
+    pub ops: Vec<Value>,
+}
+
+/// The object's answer: one outcome per operation, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// [`PROTOCOL`].
+    pub v: u32,
+    /// The outcomes.
+    #[serde(default)]
+    pub outcomes: Vec<Outcome>,
+    /// Why the message was refused as a whole (with a 400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// The object's side
+
+/// A reservation handed out and not settled yet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Open {
+    reservation: Reservation,
+    since_ms: f64,
+}
+
+/// What the shared limiter's object runs (see the module docs).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LimiterObject {
+    /// The snapshot format's version (see [`LimiterObject::restore`]).
+    v: u32,
+    limiter: RateLimiter,
+    /// Reservations not yet settled, by id (ids ascend with time).
+    open: BTreeMap<u64, Open>,
+}
+
+impl LimiterObject {
+    /// A fresh limiter of `limits`, its buckets full.
+    pub fn new(limits: RateLimits) -> Self {
+        LimiterObject {
+            v: PROTOCOL,
+            limiter: RateLimiter::new(limits),
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// The object as a snapshot left it; `None` for a snapshot that does not read (another
+    /// version's, or damaged), in which case the object starts afresh.
+    pub fn restore(snapshot: &str) -> Option<Self> {
+        serde_json::from_str::<LimiterObject>(snapshot)
+            .ok()
+            .filter(|o| o.v == PROTOCOL)
+    }
+
+    /// The whole state, for storage.
+    pub fn snapshot(&self) -> String {
+        // Plain data of numbers: serializing it cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reservations handed out and not settled yet.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Handles one message at `now_ms` for the object in `slot`, made by the message (full,
+    /// of the message's limits) if there is none yet: the answer, and whether the state
+    /// changed (and should be stored). Never panics, whatever `body`.
+    pub fn handle(slot: &mut Option<LimiterObject>, now_ms: f64, body: &[u8]) -> Handled {
+        let message = match serde_json::from_slice::<Message>(body) {
+            Ok(message) => message,
+            Err(e) => return refuse(format!("the message does not read: {e}")),
+        };
+        if message.v != PROTOCOL {
+            return refuse(format!(
+                "protocol version {} is not this object's ({PROTOCOL})",
+                message.v
+            ));
+        }
+        let mut changed = slot.is_none();
+        let object = slot.get_or_insert_with(|| LimiterObject::new(message.limits));
+        changed |= object.sweep(now_ms);
+        if object.limiter.limits() != message.limits {
+            object.limiter.reconfigure(now_ms, message.limits);
+            changed = true;
+        }
+        let outcomes = message
+            .ops
+            .into_iter()
+            .map(|op| match serde_json::from_value::<Op>(op) {
+                Ok(op) => {
+                    changed |= !matches!(op, Op::Status | Op::BlockedFor { .. });
+                    object.apply(now_ms, op)
+                }
+                Err(e) => Outcome::Unknown {
+                    message: e.to_string(),
+                },
+            })
+            .collect();
+        let reply = Reply {
+            v: PROTOCOL,
+            outcomes,
+            error: None,
+        };
+        Handled {
+            status: 200,
+            body: serde_json::to_string(&reply).unwrap_or_default(),
+            changed,
+        }
+    }
+
+    fn apply(&mut self, now: f64, op: Op) -> Outcome {
+        let limiter = &mut self.limiter;
+        match op {
+            Op::Reserve { tokens } => {
+                let reservation = limiter.reserve(now, tokens);
+                self.open.insert(
+                    reservation.id,
+                    Open {
+                        reservation,
+                        since_ms: now,
+                    },
+                );
+                Outcome::Reserved { reservation }
+            }
+            Op::BlockedFor { reservation } => Outcome::Blocked {
+                wait_ms: limiter.blocked_for(&reservation, now),
+            },
+            Op::Observe {
+                reservation,
+                status,
+                headers,
+            } => {
+                let headers: Headers = headers.into_iter().collect();
+                limiter.observe(now, &headers, status, Some(&reservation));
+                Outcome::Done
+            }
+            // A reservation settles once: one not open (settled already, or swept as
+            // abandoned) is not counted again.
+            Op::Reconcile {
+                reservation,
+                tokens,
+            } => {
+                if self.open.remove(&reservation.id).is_some() {
+                    limiter.reconcile(&reservation, tokens);
+                }
+                Outcome::Done
+            }
+            Op::Cancel { reservation } => {
+                if self.open.remove(&reservation.id).is_some() {
+                    limiter.cancel(&reservation);
+                }
+                Outcome::Done
+            }
+            Op::Status => Outcome::Status {
+                status: limiter.status(now),
+            },
+        }
+    }
+
+    /// Settles, with their estimates, the reservations open longer than
+    /// [`ABANDONED_AFTER_MS`]; whether there were any.
+    fn sweep(&mut self, now: f64) -> bool {
+        let mut swept = false;
+        while let Some(entry) = self.open.first_entry() {
+            if entry.get().since_ms + ABANDONED_AFTER_MS > now {
+                break;
+            }
+            let open = entry.remove();
+            self.limiter.reconcile(&open.reservation, None);
+            swept = true;
+        }
+        swept
+    }
+}
+
+/// The object's answer to one message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handled {
+    /// The HTTP status: 200, or 400 for a message refused as a whole.
+    pub status: u16,
+    /// The [`Reply`] as JSON.
+    pub body: String,
+    /// Whether the object's state changed, and should be stored.
+    pub changed: bool,
+}
+
+fn refuse(error: String) -> Handled {
+    let reply = Reply {
+        v: PROTOCOL,
+        outcomes: Vec::new(),
+        error: Some(error),
+    };
+    Handled {
+        status: 400,
+        body: serde_json::to_string(&reply).unwrap_or_default(),
+        changed: false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// An isolate's side
+
+/// The way to the object: one message there, its answer back.
+pub trait ObjectLink {
+    /// Sends `body` (a [`Message`]); the answer's status and body.
+    fn send(&self, body: String)
+        -> Answer<'_, std::result::Result<(u16, Vec<u8>), TransportError>>;
+}
+
+/// Why the object is not used, and until when.
+#[derive(Clone, Debug)]
+struct Down {
+    reason: String,
+    since_ms: f64,
+    retry_at_ms: f64,
+}
+
+/// An isolate's [`Budget`] on the shared limiter (see the module docs).
+pub struct RemoteBudget<R: Runtime, L: ObjectLink> {
+    object: String,
+    limits: RateLimits,
+    settings: SharedLimit,
+    runtime: Rc<R>,
+    link: L,
+    /// Operations to deliver with the next round trip, oldest first.
+    undelivered: RefCell<VecDeque<Op>>,
+    /// The limiter answering while the object cannot be reached.
+    fallback: RefCell<RateLimiter>,
+    down: RefCell<Option<Down>>,
+}
+
+impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
+    /// The budget of `limits` on the object named `object` (the provider's identity),
+    /// reached through `link`.
+    pub fn new(
+        object: String,
+        limits: RateLimits,
+        settings: SharedLimit,
+        runtime: Rc<R>,
+        link: L,
+    ) -> Self {
+        RemoteBudget {
+            object,
+            limits,
+            settings,
+            fallback: RefCell::new(RateLimiter::new(settings.share_of(limits))),
+            runtime,
+            link,
+            undelivered: RefCell::new(VecDeque::new()),
+            down: RefCell::new(None),
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.runtime.now_ms()
+    }
+
+    /// Whether the object is not to be asked now (it failed, and it is not time to retry).
+    fn resting(&self) -> bool {
+        let now = self.now();
+        self.down
+            .borrow()
+            .as_ref()
+            .is_some_and(|d| now < d.retry_at_ms)
+    }
+
+    fn fall_back(&self, reason: String) {
+        let now = self.now();
+        let since_ms = match &*self.down.borrow() {
+            Some(down) => down.since_ms,
+            None => now,
+        };
+        *self.down.borrow_mut() = Some(Down {
+            reason,
+            since_ms,
+            retry_at_ms: now + self.settings.retry_after_ms,
+        });
+    }
+
+    /// Queues `op` for the next round trip, keeping at most [`MAX_UNDELIVERED`].
+    fn queue(&self, op: Op) {
+        let mut queue = self.undelivered.borrow_mut();
+        if queue.len() == MAX_UNDELIVERED {
+            queue.pop_front();
+        }
+        queue.push_back(op);
+    }
+
+    /// One round trip: what is queued, then `last` (if any). The outcome of `last`, or why
+    /// the object could not answer (the object is then resting). Queued operations that
+    /// may have arrived are not queued again.
+    async fn exchange(&self, last: Option<Op>) -> std::result::Result<Option<Outcome>, String> {
+        let mut ops: Vec<Op> = self.undelivered.borrow_mut().drain(..).collect();
+        let asks = last.is_some();
+        ops.extend(last);
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let count = ops.len();
+        let message = Message {
+            v: PROTOCOL,
+            limits: self.limits,
+            ops: ops
+                .into_iter()
+                .map(|op| serde_json::to_value(op).unwrap_or(Value::Null))
+                .collect(),
+        };
+        let body = serde_json::to_string(&message).unwrap_or_default();
+        let timeout = self.settings.timeout_ms;
+        let answer = with_timeout(&*self.runtime, timeout, self.link.send(body)).await;
+        let outcome = match answer {
+            None => Err(format!(
+                "the shared limiter did not answer within {} ms",
+                Number(timeout)
+            )),
+            Some(Err(e)) => Err(format!("the shared limiter could not be reached: {}", e.0)),
+            Some(Ok((status, body))) => read_reply(status, &body, count),
+        };
+        match outcome {
+            Ok(mut outcomes) => {
+                *self.down.borrow_mut() = None;
+                Ok(if asks { outcomes.pop() } else { None })
+            }
+            Err(reason) => {
+                self.fall_back(reason.clone());
+                Err(reason)
+            }
+        }
+    }
+
+    fn is_fallback(reservation: &Reservation) -> bool {
+        reservation.id >= FALLBACK_IDS
+    }
+
+    /// `reservation` as the fallback limiter numbered it.
+    fn local(reservation: &Reservation) -> Reservation {
+        Reservation {
+            id: reservation.id - FALLBACK_IDS,
+            ..*reservation
+        }
+    }
+
+    fn reserve_locally(&self, tokens: u32) -> Reservation {
+        let now = self.now();
+        let reservation = self.fallback.borrow_mut().reserve(now, tokens);
+        Reservation {
+            id: reservation.id.saturating_add(FALLBACK_IDS),
+            ..reservation
+        }
+    }
+
+    fn shared_status(&self) -> SharedStatus {
+        let down = self.down.borrow();
+        SharedStatus {
+            object: self.object.clone(),
+            mode: if down.is_some() {
+                SharedMode::Fallback
+            } else {
+                SharedMode::Shared
+            },
+            reason: down.as_ref().map(|d| d.reason.clone()),
+            since_ms: down.as_ref().map(|d| d.since_ms),
+            retry_at_ms: down.as_ref().map(|d| d.retry_at_ms),
+            fallback_share: self.settings.fallback_share,
+            undelivered: self.undelivered.borrow().len(),
+        }
+    }
+}
+
+/// The outcomes of a reply to `count` operations, or why it is not one.
+fn read_reply(status: u16, body: &[u8], count: usize) -> std::result::Result<Vec<Outcome>, String> {
+    let reply = serde_json::from_slice::<Reply>(body);
+    if status != 200 {
+        let why = reply.ok().and_then(|r| r.error).unwrap_or_default();
+        return Err(format!("the shared limiter answered HTTP {status} {why}")
+            .trim_end()
+            .to_string());
+    }
+    match reply {
+        Ok(reply) if reply.v == PROTOCOL && reply.outcomes.len() == count => Ok(reply.outcomes),
+        Ok(reply) => Err(format!(
+            "the shared limiter answered version {} with {} outcomes for {count} operations",
+            reply.v,
+            reply.outcomes.len()
+        )),
+        Err(e) => Err(format!("the shared limiter's answer does not read: {e}")),
+    }
+}
+
+impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
+    fn reserve(&self, tokens: u32) -> Answer<'_, Reservation> {
+        Box::pin(async move {
+            if self.resting() {
+                return self.reserve_locally(tokens);
+            }
+            match self.exchange(Some(Op::Reserve { tokens })).await {
+                Ok(Some(Outcome::Reserved { reservation })) if !Self::is_fallback(&reservation) => {
+                    reservation
+                }
+                Ok(other) => {
+                    self.fall_back(format!(
+                        "the shared limiter answered {other:?} to a reservation"
+                    ));
+                    self.reserve_locally(tokens)
+                }
+                Err(_) => self.reserve_locally(tokens),
+            }
+        })
+    }
+
+    fn blocked_for(&self, reservation: Reservation) -> Answer<'_, Option<f64>> {
+        Box::pin(async move {
+            if Self::is_fallback(&reservation) {
+                let now = self.now();
+                return self
+                    .fallback
+                    .borrow()
+                    .blocked_for(&Self::local(&reservation), now);
+            }
+            if self.resting() {
+                // The object granted it; only the object knows of later signals.
+                return None;
+            }
+            match self.exchange(Some(Op::BlockedFor { reservation })).await {
+                Ok(Some(Outcome::Blocked { wait_ms })) => wait_ms.filter(|w| w.is_finite()),
+                _ => None,
+            }
+        })
+    }
+
+    fn observe(&self, headers: &Headers, status: u16, reservation: &Reservation) {
+        if Self::is_fallback(reservation) {
+            let now = self.now();
+            let local = Self::local(reservation);
+            self.fallback
+                .borrow_mut()
+                .observe(now, headers, status, Some(&local));
+            return;
+        }
+        let headers = rate_limit_headers(headers)
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        self.queue(Op::Observe {
+            reservation: *reservation,
+            status,
+            headers,
+        });
+    }
+
+    fn reconcile(&self, reservation: &Reservation, tokens: Option<u32>) {
+        if Self::is_fallback(reservation) {
+            if let Ok(mut fallback) = self.fallback.try_borrow_mut() {
+                fallback.reconcile(&Self::local(reservation), tokens);
+            }
+            return;
+        }
+        self.queue(Op::Reconcile {
+            reservation: *reservation,
+            tokens,
+        });
+    }
+
+    fn cancel(&self, reservation: &Reservation) {
+        if Self::is_fallback(reservation) {
+            if let Ok(mut fallback) = self.fallback.try_borrow_mut() {
+                fallback.cancel(&Self::local(reservation));
+            }
+            return;
+        }
+        self.queue(Op::Cancel {
+            reservation: *reservation,
+        });
+    }
+
+    fn status(&self) -> Answer<'_, BudgetStatus> {
+        Box::pin(async move {
+            if !self.resting() {
+                if let Ok(Some(Outcome::Status { status })) = self.exchange(Some(Op::Status)).await
+                {
+                    return BudgetStatus {
+                        limiter: status,
+                        shared: Some(self.shared_status()),
+                    };
+                }
+            }
+            let now = self.now();
+            BudgetStatus {
+                limiter: self.fallback.borrow().status(now),
+                shared: Some(self.shared_status()),
+            }
+        })
+    }
+
+    fn flush(&self) -> Answer<'_, ()> {
+        Box::pin(async move {
+            if !self.resting() {
+                let _ = self.exchange(None).await;
+            }
+        })
+    }
+}

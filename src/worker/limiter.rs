@@ -1,0 +1,132 @@
+//! The shared rate limiter on Cloudflare: the Durable Object that keeps one provider's
+//! limiter for every isolate ([`RateLimiterObject`], one object per provider identity),
+//! and an isolate's way to it ([`ObjectLink`] over the object's stub).
+//!
+//! The object only moves bytes and stores the core's snapshot: every message is handled by
+//! [`LimiterObject::handle`], and the state lives in the object's SQLite storage, written
+//! in the same turn as the change (the object's output gate holds the answer until it is
+//! stored), so eviction or a restart loses no accounting.
+
+use std::cell::{Cell, RefCell};
+
+use serde::Deserialize;
+use wasm_bindgen::JsValue;
+use worker::{
+    console_warn, durable_object, DurableObject, Env, Method, ObjectNamespace, Request,
+    RequestInit, Response, State,
+};
+
+use crate::budget::Answer;
+use crate::runtime::TransportError;
+use crate::shared_limit::{LimiterObject, ObjectLink};
+
+/// The binding of the objects' namespace in wrangler.toml.
+pub const BINDING: &str = "LIMITER";
+
+/// One provider's rate limiter, shared by every isolate (see the module docs).
+#[durable_object]
+pub struct RateLimiterObject {
+    state: State,
+    object: RefCell<Option<LimiterObject>>,
+    loaded: Cell<bool>,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    snapshot: String,
+}
+
+impl RateLimiterObject {
+    /// The object as storage has it, read once per life of the object in memory.
+    fn load(&self) {
+        if self.loaded.replace(true) {
+            return;
+        }
+        let sql = self.state.storage().sql();
+        let created = sql.exec(
+            "CREATE TABLE IF NOT EXISTS limiter (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL)",
+            None,
+        );
+        let rows = created
+            .and_then(|_| sql.exec("SELECT snapshot FROM limiter WHERE id = 1", None))
+            .and_then(|cursor| cursor.to_array::<Row>());
+        match rows {
+            Ok(rows) => {
+                *self.object.borrow_mut() = rows
+                    .first()
+                    .and_then(|row| LimiterObject::restore(&row.snapshot));
+            }
+            Err(e) => console_warn!("the limiter's storage could not be read: {e}"),
+        }
+    }
+
+    fn store(&self, snapshot: String) {
+        let stored = self.state.storage().sql().exec(
+            "INSERT INTO limiter (id, snapshot) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
+            vec![snapshot.into()],
+        );
+        if let Err(e) = stored {
+            console_warn!("the limiter's state could not be stored: {e}");
+        }
+    }
+}
+
+impl DurableObject for RateLimiterObject {
+    fn new(state: State, _env: Env) -> Self {
+        RateLimiterObject {
+            state,
+            object: RefCell::new(None),
+            loaded: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
+        let body = request.bytes().await.unwrap_or_default();
+        self.load();
+        let (handled, snapshot) = {
+            let mut object = self.object.borrow_mut();
+            let handled = LimiterObject::handle(&mut object, js_sys::Date::now(), &body);
+            let snapshot = handled
+                .changed
+                .then(|| object.as_ref().map(LimiterObject::snapshot))
+                .flatten();
+            (handled, snapshot)
+        };
+        if let Some(snapshot) = snapshot {
+            self.store(snapshot);
+        }
+        Ok(Response::from_bytes(handled.body.into_bytes())?.with_status(handled.status))
+    }
+}
+
+/// An isolate's way to the object named `name` (a provider's identity).
+pub struct Link {
+    namespace: ObjectNamespace,
+    name: String,
+}
+
+impl Link {
+    /// The link to object `name` of the namespace bound as [`BINDING`], if it is bound.
+    pub fn new(env: &Env, name: String) -> Option<Link> {
+        env.durable_object(BINDING)
+            .ok()
+            .map(|namespace| Link { namespace, name })
+    }
+}
+
+impl ObjectLink for Link {
+    fn send(&self, body: String) -> Answer<'_, Result<(u16, Vec<u8>), TransportError>> {
+        Box::pin(async move {
+            let failed = |e: worker::Error| TransportError(e.to_string());
+            let stub = self.namespace.get_by_name(&self.name).map_err(failed)?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_body(Some(JsValue::from_str(&body)));
+            let request =
+                Request::new_with_init("https://limiter.internal/", &init).map_err(failed)?;
+            let mut response = stub.fetch_with_request(request).await.map_err(failed)?;
+            let bytes = response.bytes().await.map_err(failed)?;
+            Ok((response.status_code(), bytes))
+        })
+    }
+}
