@@ -198,7 +198,7 @@ const twice = { rpm: 2 * BUDGET.rpm, tpm: 2 * BUDGET.tpm };
 const contenders = [
   { name: `llm-distiller generateBatch, true budget, concurrency ${CONCURRENCY}`, run: distillerBatch(BUDGET), goal: { ratio: 1.03, share429: 0 } },
   { name: `llm-distiller generateBatch, twice the budget (${twice.rpm} RPM, ${twice.tpm} TPM), concurrency ${CONCURRENCY}`, run: distillerBatch(twice), goal: { ratio: 1.1, share429: 0.02 } },
-  { name: `llm-distiller generateBatch, true budget, \`requests_refill: "window"\` (the default)`, run: distillerBatch(BUDGET, 'window') },
+  { name: `llm-distiller generateBatch, true budget, \`requests_refill: "window"\``, run: distillerBatch(BUDGET, 'window') },
   { name: '`openai`, Promise.all over every prompt', run: openaiAll },
   { name: '`openai` behind p-limit(16)', run: openaiPLimit(16) },
   { name: '`openai` behind p-limit(64)', run: openaiPLimit(64) },
@@ -284,7 +284,7 @@ const distillerRuns = contenders.filter((c) => c.name.startsWith('llm-distiller'
 print('## How llm-distiller gets there');
 print();
 print(`- It mirrors the upstream's buckets: \`requests_refill: "continuous"\` for requests (full at first, refilling continuously, as OpenAI and Azure enforce them), and a token bucket. Each call reserves ${estimate} tokens (ceil(${PROMPT_CHARS}/4) + 4 per message + 3, plus \`max_tokens\`), ${((estimate / COST - 1) * 100).toFixed(1)} % above the upstream's charge of ${COST}; when the answer comes it is charged the prompt tokens reported plus its \`max_tokens\` (what OpenAI-like servers count, refunding nothing), and its bucket is clamped to \`x-ratelimit-remaining-tokens\` and \`-requests\` as of when that request arrived.`);
-print(`- With the default \`requests_refill: "window"\`, no 60 s window ever holds more than ${BUDGET.rpm} starts: prompt ${BUDGET.rpm + 1} waits until the first start is a minute old, although the upstream's request bucket refilled long before. That is the promise \`window\` makes, and the row above shows its price here.`);
+print(`- With \`requests_refill: "window"\`, no 60 s window ever holds more than ${BUDGET.rpm} starts: prompt ${BUDGET.rpm + 1} waits until the first start is a minute old, although the upstream's request bucket refilled long before. That is the promise \`window\` makes, and the row above shows its price here.`);
 print();
 print('- Inside llm-distiller, from its responses:');
 print();
@@ -298,7 +298,7 @@ print();
 
 print('## How the contenders were set up');
 print();
-print(`- llm-distiller: one \`custom\` provider, \`rate_limit\` as stated (\`requests_refill: "continuous"\` unless the row says otherwise), default retries (3, honouring \`retry-after-ms\`), \`generateBatch(prompts, { max_tokens: ${MAX_TOKENS} }, { concurrency: ${CONCURRENCY} })\`.`);
+print(`- llm-distiller: one \`custom\` provider, \`rate_limit\` as stated (\`requests_refill: "continuous"\`, the default, unless the row says otherwise), default retries (3, honouring \`retry-after-ms\`), \`generateBatch(prompts, { max_tokens: ${MAX_TOKENS} }, { concurrency: ${CONCURRENCY} })\`.`);
 print('- `openai` 7.57 with its defaults (2 retries, honouring `retry-after-ms`); each call settled on its own, so one failure does not reject the rest.');
 print(`- bottleneck: two limiters, requests and tokens, each \`reservoir\` = the budget, \`reservoirIncreaseAmount\` = budget × ${BOTTLENECK_TICK_MS} ms / 60 s every \`reservoirIncreaseInterval\` = \`heartbeatInterval\` = ${BOTTLENECK_TICK_MS} ms, \`reservoirIncreaseMaximum\` = the budget, so they copy the upstream's buckets; each job is scheduled on the request limiter and then, weighted by ceil(chars/4) + \`max_tokens\` (exactly the upstream's charge), on the token limiter. No \`maxConcurrent\`, no \`minTime\`.`);
 

@@ -346,10 +346,10 @@ async function distillerRequests(limiter, tokens, { recheck }) {
 const PACERS = [
   {
     name: "llm-distiller, request window binding",
-    config: `\`{ requests_per_minute: ${RATE * 60}, tokens_per_minute: ${U32_MAX} }\`; a minute of history at the limit (${RATE * 60} reservations, one every ${GAP_MS} ms up to t0, passed as \`nowMs\`)`,
+    config: `\`{ requests_per_minute: ${RATE * 60}, tokens_per_minute: ${U32_MAX}, requests_refill: "window" }\`; a minute of history at the limit (${RATE * 60} reservations, one every ${GAP_MS} ms up to t0, passed as \`nowMs\`)`,
     waits: "sleep `wait_ms` of `reserve(1)`",
     async run() {
-      const limiter = new RateLimiter({ requests_per_minute: RATE * 60, tokens_per_minute: U32_MAX });
+      const limiter = new RateLimiter({ requests_per_minute: RATE * 60, tokens_per_minute: U32_MAX, requests_refill: "window" });
       const t0 = epochNow();
       for (let k = RATE * 60 - 1; k >= 0; k--) {
         const reservation = limiter.reserve(1, t0 - k * GAP_MS);
