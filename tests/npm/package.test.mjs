@@ -80,9 +80,9 @@ test('the package installs and exports its API through package.json "exports"', 
   `);
   assert.deepEqual(result.names, ['CompletionStream', 'ProviderManager', 'RateLimiter', 'ThinkingStream', 'extractThinking']);
   assert.deepEqual(result.kinds, ['function', 'function', 'function', 'function', 'function']);
-  assert.match(result.resolved, /\/node_modules\/llm-distiller\/index\.js$/);
+  assert.match(result.resolved, /\/node_modules\/llm-distiller\/node\.js$/, 'Node gets its own entry');
   assert.match(result.version, /^\d+\.\d+\.\d+/);
-  assert.equal(result.internals, 'ERR_PACKAGE_PATH_NOT_EXPORTED', 'only "." and "./package.json" are exported');
+  assert.equal(result.internals, 'ERR_PACKAGE_PATH_NOT_EXPORTED', 'only the entries and "./package.json" are exported');
 });
 
 test('extractThinking, ThinkingStream and RateLimiter work without any provider', TEST, async () => {
