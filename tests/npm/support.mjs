@@ -10,7 +10,7 @@
 
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -36,7 +36,7 @@ export function childEnvironment(extra = {}) {
   return { ...env, ...extra };
 }
 
-async function run(command, args, cwd) {
+export async function runCommand(command, args, cwd) {
   try {
     return await execFileAsync(command, args, {
       cwd,
@@ -54,32 +54,16 @@ async function run(command, args, cwd) {
  * package's directory and `remove()`, which deletes everything.
  */
 export async function installPackage() {
-  for (const file of ['package.json', 'index.js', 'llm_distiller_bg.wasm']) {
-    if (!existsSync(join(PKG_DIR, file))) {
-      throw new Error(`pkg/${file} is missing: build the package first with scripts/build-pkg.sh`);
-    }
-  }
   const root = await mkdtemp(join(tmpdir(), 'llm-distiller-npm-'));
   try {
-    const packDir = join(root, 'pack');
+    const packed = await packPackage(join(root, 'pack'));
     const project = join(root, 'project');
-    await run('mkdir', ['-p', packDir, project], root);
-    const { stdout } = await run('npm', ['pack', PKG_DIR, '--pack-destination', packDir, '--json', '--loglevel=error'], root);
-    const [packed] = JSON.parse(stdout);
-    const tarball = join(packDir, packed.filename);
-
-    await run('npm', ['init', '-y', '--loglevel=error'], project);
-    const manifestPath = join(project, 'package.json');
-    const manifest = JSON.parse(await readFile(manifestPath, 'utf8'));
-    await writeFile(manifestPath, JSON.stringify({ ...manifest, type: 'module' }, null, 2));
-    // The tarball has no dependencies, so this needs no registry.
-    await run('npm', ['install', tarball, '--offline', '--no-audit', '--no-fund', '--loglevel=error'], project);
-
+    await createProject(project, packed.tarball);
     return {
       root,
       project,
-      tarball,
-      packedFiles: packed.files.map((f) => f.path).sort(),
+      tarball: packed.tarball,
+      packedFiles: packed.files,
       packageDir: join(project, 'node_modules', 'llm-distiller'),
       remove: () => rm(root, { recursive: true, force: true }),
     };
@@ -87,6 +71,32 @@ export async function installPackage() {
     await rm(root, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** Packs `pkg/` with `npm pack` into the directory `packDir` (created). Resolves with the
+ * tarball's path and the packed files' paths, sorted. */
+export async function packPackage(packDir) {
+  for (const file of ['package.json', 'api.js', 'llm_distiller_bg.wasm']) {
+    if (!existsSync(join(PKG_DIR, file))) {
+      throw new Error(`pkg/${file} is missing: build the package first with scripts/build-pkg.sh`);
+    }
+  }
+  await mkdir(packDir, { recursive: true });
+  const { stdout } = await runCommand('npm', ['pack', PKG_DIR, '--pack-destination', packDir, '--json', '--loglevel=error'], packDir);
+  const [packed] = JSON.parse(stdout);
+  return { tarball: join(packDir, packed.filename), files: packed.files.map((f) => f.path).sort() };
+}
+
+/** A new project in the directory `project` (created) whose package.json is `npm init`'s
+ * with `manifest` over it, and `tarball` installed into it, as `npm install` would. */
+export async function createProject(project, tarball, manifest = { type: 'module' }) {
+  await mkdir(project, { recursive: true });
+  await runCommand('npm', ['init', '-y', '--loglevel=error'], project);
+  const manifestPath = join(project, 'package.json');
+  const initial = JSON.parse(await readFile(manifestPath, 'utf8'));
+  await writeFile(manifestPath, JSON.stringify({ ...initial, ...manifest }, null, 2));
+  // The tarball has no dependencies, so this needs no registry.
+  await runCommand('npm', ['install', tarball, '--offline', '--no-audit', '--no-fund', '--loglevel=error'], project);
 }
 
 /** Helpers for the child programs, written beside them as `harness.mjs`. */

@@ -1,6 +1,6 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
-// checkout in its own process group, headless Chromium's flags, a static file server, the
-// scripted upstream's request log, and a server-sent events parser.
+// checkout (or any other dev server) in its own process group, headless Chromium's flags, a
+// static file server, the scripted upstream's request log, and a server-sent events parser.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -56,10 +56,10 @@ export function wranglerEnv(logDir) {
  */
 export async function startWranglerDev({ persistDir, envFile, config, logPath, env, startupTimeoutMs, redact = (text) => text }) {
   const port = await freePort();
-  const log = fs.openSync(logPath, 'w');
-  const child = spawn(
-    WRANGLER,
-    [
+  return startServerProcess({
+    name: 'wrangler dev',
+    command: WRANGLER,
+    args: [
       'dev', '--local', '--ip', '127.0.0.1', '--port', String(port),
       // Not the default 9229: another wrangler dev on this machine would make workerd fail.
       '--inspector-port', String(await freePort()),
@@ -68,8 +68,26 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
       '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
       '--show-interactive-dev-session=false',
     ],
-    { cwd: ROOT, env, detached: true, stdio: ['ignore', log, log] },
-  );
+    cwd: ROOT,
+    env,
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/health',
+    logPath,
+    startupTimeoutMs,
+    redact,
+  });
+}
+
+/**
+ * A server (`command args`, in `cwd`) that will listen at `url`, started as a child in its
+ * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop }` once
+ * `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL after
+ * 10 s), as does this process's exit. Errors name the server and quote the log's tail
+ * through `redact`.
+ */
+export async function startServerProcess({ name, command, args, cwd, env, url, readyPath = '/', logPath, startupTimeoutMs, redact = (text) => text }) {
+  const log = fs.openSync(logPath, 'w');
+  const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', log, log] });
   fs.closeSync(log);
   let exited = null;
   const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve((exited = { code, signal }))));
@@ -83,8 +101,8 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
   // Should this process die first, the group must not outlive it.
   const onExit = () => killGroup('SIGKILL');
   process.once('exit', onExit);
-  const worker = {
-    url: `http://127.0.0.1:${port}`,
+  const server = {
+    url,
     logPath,
     async stop() {
       process.off('exit', onExit);
@@ -106,18 +124,18 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
   const deadline = Date.now() + startupTimeoutMs;
   for (;;) {
     if (exited) {
-      throw new Error(`wrangler dev exited (${JSON.stringify(exited)}) before it served /health; ${logPath}:\n${logTail()}`);
+      throw new Error(`${name} exited (${JSON.stringify(exited)}) before it served ${readyPath}; ${logPath}:\n${logTail()}`);
     }
     try {
-      const response = await fetch(`${worker.url}/health`, { signal: AbortSignal.timeout(2_000) });
+      const response = await fetch(`${url}${readyPath}`, { signal: AbortSignal.timeout(2_000) });
       await response.arrayBuffer();
-      if (response.status === 200) return worker;
+      if (response.status === 200) return server;
     } catch {
       // Not listening yet.
     }
     if (Date.now() > deadline) {
-      await worker.stop();
-      throw new Error(`wrangler dev did not serve /health within ${startupTimeoutMs / 1000} s; ${logPath}:\n${logTail()}`);
+      await server.stop();
+      throw new Error(`${name} did not serve ${readyPath} within ${startupTimeoutMs / 1000} s; ${logPath}:\n${logTail()}`);
     }
     await sleep(500);
   }
