@@ -5,7 +5,66 @@
 // exports is in this file, so a renamed export is a change here only.
 import * as api from "./llm_distiller.js";
 
-export const { ProviderManager, CompletionStream, RateLimiter } = api;
+export const { RateLimiter } = api;
+
+/** Providers by name, with failover, retries, rate limiting, batches and streaming (see
+ * the types). */
+export class ProviderManager extends api.ProviderManager {
+  stream(prompt, config, provider, options) {
+    return new CompletionStream(super.stream(prompt, config, provider, options));
+  }
+}
+
+const END = Object.freeze({ done: true, value: undefined });
+
+/** A streamed answer as an async iterator over the wasm stream's plain `next()` (an item,
+ * or `undefined` at the end). Calls to `next()` run one after the other; `return()`, which
+ * `break` in a `for await` calls, aborts the request. */
+export class CompletionStream {
+  #source;
+  #over = false;
+  #previous = Promise.resolve();
+
+  constructor(source) {
+    this.#source = source;
+  }
+
+  next() {
+    const step = this.#previous.then(async () => {
+      if (this.#over) return END;
+      let item;
+      try {
+        item = await this.#source.next();
+      } catch (error) {
+        this.#end();
+        throw error;
+      }
+      if (item === undefined) {
+        this.#end();
+        return END;
+      }
+      return { done: false, value: item };
+    });
+    this.#previous = step.catch(() => {});
+    return step;
+  }
+
+  return() {
+    this.#end();
+    return Promise.resolve(END);
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  #end() {
+    if (this.#over) return;
+    this.#over = true;
+    this.#source.close();
+    this.#source.free();
+  }
+}
 
 // The glue hands whatever a `&str` parameter gets to wasm as a string: a number there fails
 // with a bare "memory access out of bounds". Those parameters are checked here, in

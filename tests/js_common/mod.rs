@@ -11,7 +11,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
 
-use llm_distiller::js::{JsProviderManager, JsRateLimiter, JsThinkingStream};
+use llm_distiller::js::{JsCompletionStream, JsProviderManager, JsRateLimiter, JsThinkingStream};
 
 const KEY: &str = "sk-test-wasm-0123456789";
 
@@ -378,17 +378,15 @@ async fn a_batch_gives_ordered_results_and_progress_events() {
     drop(on_progress);
 }
 
-/// Drains a `CompletionStream` through its async-iterator protocol.
-async fn drain(stream: JsValue) -> Result<(String, String, Value, usize), JsValue> {
-    let next: js_sys::Function = prop(&stream, "next").unchecked_into();
+/// Drains a stream through its `next()`, which resolves to each item, then `undefined`.
+async fn drain(stream: JsCompletionStream) -> Result<(String, String, Value, usize), JsValue> {
     let (mut content, mut thinking, mut done, mut deltas) =
         (String::new(), String::new(), Value::Null, 0);
     for _ in 0..10_000 {
-        let step = JsFuture::from(next.call0(&stream)?.unchecked_into::<Promise>()).await?;
-        if prop(&step, "done").is_truthy() {
+        let item = JsFuture::from(stream.next()).await?;
+        if item.is_undefined() {
             return Ok((content, thinking, done, deltas));
         }
-        let item = prop(&step, "value");
         match prop(&item, "type").as_string().as_deref() {
             Some("delta") => {
                 deltas += 1;
@@ -424,10 +422,6 @@ async fn a_stream_with_split_tags_gives_the_one_shot_result() {
         let stream = manager
             .stream("q".into(), None, JsValue::NULL, None)
             .expect("a stream");
-        assert!(
-            Reflect::has(&stream, &js_sys::Symbol::async_iterator()).unwrap(),
-            "for await works"
-        );
         let (content, thinking, done, deltas) = drain(stream).await.expect("no error");
         assert_eq!(content, expected_content, "{scenario}");
         assert_eq!(thinking, expected_thinking, "{scenario}");
