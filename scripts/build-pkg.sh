@@ -32,14 +32,16 @@ if [ "$(grep -cF "$fallback" "$glue")" != 1 ]; then
 fi
 sed -i "s|$fallback|throw new Error('llm-distiller: the package entry loads the wasm');|" "$glue"
 
-# The declarations of the API: wasm-bindgen's, without its loader (`InitInput` to the end:
-# initSync, init and their types name DOM types that a Node-only project does not have).
+# The declarations of the API: wasm-bindgen's (the types tsify derives from the Rust types,
+# then src/js/types.d.ts), without its loader (`InitInput` to the end: initSync, init and
+# their types name DOM types that a Node-only project does not have). Rustdoc's links
+# ([`RateLimiter::reserve`]) read as plain code there.
 loader_types='export type InitInput'
 if ! grep -q "^$loader_types" pkg/llm_distiller.d.ts; then
   echo "build-pkg: wasm-bindgen's declarations changed: no '$loader_types' in pkg/llm_distiller.d.ts" >&2
   exit 1
 fi
-sed "/^$loader_types/,\$d" pkg/llm_distiller.d.ts > pkg/api.d.ts
+sed -e "/^$loader_types/,\$d" -e 's/\[\(`[^`]*`\)\]/\1/g' pkg/llm_distiller.d.ts > pkg/api.d.ts
 rm -f pkg/llm_distiller.d.ts pkg/llm_distiller_bg.wasm.d.ts pkg/index.js
 
 # The wasm inside JavaScript, for the entry that needs no bundler support (embedded.js).

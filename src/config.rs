@@ -231,6 +231,7 @@ fn check_range(field: &str, value: Option<f64>, min: f64, max: f64) -> Result<()
 /// The kind of upstream: it decides the URL shape and the credential header, nothing else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub enum ProviderKind {
     /// api.openai.com, or any OpenAI-compatible `base_url`.
     Openai,
@@ -269,6 +270,7 @@ impl fmt::Display for ProviderKind {
 /// A secret string (an API key): shown as `[redacted]` by `Debug` and never serialized.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct Secret(String);
 
 impl Secret {
@@ -330,6 +332,7 @@ impl RateLimitConfig {
 /// One upstream (the design's `ProviderConfig`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct ProviderConfig {
     /// `openai`, `azure_openai` or `custom`.
     #[serde(rename = "type")]
@@ -462,8 +465,10 @@ fn check_http_url(field: &str, url: &str) -> Result<()> {
 /// The whole client configuration (the design's `LLMConfig`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct LlmConfig {
     /// Providers by name, in the order they were written.
+    #[cfg_attr(feature = "js", tsify(type = "Record<string, ProviderConfig>"))]
     #[serde(
         deserialize_with = "deserialize_ordered",
         serialize_with = "serialize_ordered"
@@ -474,6 +479,7 @@ pub struct LlmConfig {
     pub default_provider: Option<String>,
     /// Free-form processing settings, kept as given.
     #[serde(default)]
+    #[cfg_attr(feature = "js", tsify(type = "Record<string, unknown>"))]
     pub processing: Map<String, Value>,
 }
 

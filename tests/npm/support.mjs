@@ -16,6 +16,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
+import ts from 'typescript';
+
 const execFileAsync = promisify(execFile);
 
 export const REPO_DIR = fileURLToPath(new URL('../..', import.meta.url));
@@ -208,6 +210,37 @@ export function finished(assert, run) {
 }
 
 export { upstreamLog } from '../support/local-stack.mjs';
+
+/** The fields of the interface `name` as the installed package declares it (api.d.ts):
+ * each field's name and the kinds of value its type allows, as `typeof` names them
+ * (`null` for null), e.g. `{ blocked_until_ms: 'null|number' }`. For comparing what the
+ * package returns with what it declares, without a copy of the declaration. */
+export function declaredFields(packageDir, name) {
+  const file = join(packageDir, 'api.d.ts');
+  const program = ts.createProgram([file], { noEmit: true, strict: true, lib: ['lib.es2022.d.ts', 'lib.dom.d.ts'] });
+  const checker = program.getTypeChecker();
+  const declaration = program.getSourceFile(file).statements.find((s) => ts.isInterfaceDeclaration(s) && s.name.text === name);
+  if (!declaration) throw new Error(`api.d.ts declares no interface ${name}`);
+  const kindOf = (type) => (type.flags & ts.TypeFlags.Null ? 'null' : checker.typeToString(checker.getBaseTypeOfLiteralType(type)));
+  return Object.fromEntries(
+    declaration.members.map((member) => {
+      const type = checker.getTypeAtLocation(member);
+      const kinds = type.isUnion() ? type.types.map(kindOf) : [kindOf(type)];
+      return [member.name.text, [...new Set(kinds)].sort().join('|')];
+    }),
+  );
+}
+
+/** Asserts that `value` has exactly the fields of `declared` (from `declaredFields`), each
+ * of a kind its declaration allows (`object` stands for any object type). */
+export function assertDeclared(assert, value, declared, label) {
+  assert.deepEqual(Object.keys(value).sort(), Object.keys(declared).sort(), `${label}: the declared fields`);
+  for (const [field, kinds] of Object.entries(declared)) {
+    const kind = value[field] === null ? 'null' : typeof value[field];
+    const allowed = kinds.split('|').map((k) => (/^(number|string|boolean|null|undefined)$/.test(k) ? k : 'object'));
+    assert.ok(allowed.includes(kind), `${label}.${field}: a ${kind}, declared ${kinds}`);
+  }
+}
 
 /** A key for the upstream's state, unique to this run and test. */
 export function uniqueKey(label) {
