@@ -251,7 +251,8 @@ impl ProviderKind {
         }
     }
 
-    /// The environment variable an empty `api_key` is read from.
+    /// The environment variable an empty `api_key` is read from when the provider's own
+    /// ([`crate::provider::provider_key_var`]) is not set.
     pub fn api_key_env_var(self) -> &'static str {
         match self {
             ProviderKind::Openai => "OPENAI_API_KEY",
@@ -337,7 +338,10 @@ pub struct ProviderConfig {
     /// `openai`, `azure_openai` or `custom`.
     #[serde(rename = "type")]
     pub kind: ProviderKind,
-    /// The key; empty means: read it from the environment (see [`ProviderKind::api_key_env_var`]).
+    /// The key. Empty: read from the environment (Node's `process.env`, the Worker's
+    /// secrets), first `LLM_<NAME>_API_KEY` (the provider's name upper-cased, anything but
+    /// letters and digits as `_`, so two providers of one type can have two keys), then the
+    /// type's `OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY` or `CUSTOM_API_KEY`.
     #[serde(default)]
     pub api_key: Secret,
     /// The API root for `openai` (default OpenAI's) and `custom` (required).
