@@ -253,7 +253,10 @@ pub struct LlmResponse {
     pub usage: Option<Usage>,
     /// Why the model stopped: `stop`, `length`, `content_filter`, `tool_calls`, …
     pub finish_reason: Option<String>,
-    /// How long the successful attempt took, in milliseconds (the design's `response_time`).
+    /// How long the successful attempt took, in seconds (the design's `response_time`).
+    #[serde(default)]
+    pub response_time: f64,
+    /// The same in milliseconds.
     pub response_time_ms: f64,
     /// The configured name of the provider that answered.
     pub provider: String,

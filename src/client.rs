@@ -304,6 +304,7 @@ impl<R: Runtime> Client<R> {
             model: completion.model,
             usage: completion.usage,
             finish_reason: completion.finish_reason,
+            response_time: response_time_ms / 1000.0,
             response_time_ms,
             provider: self.inner.provider.name().to_string(),
             id: completion.id,

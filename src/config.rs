@@ -9,12 +9,14 @@
 
 use std::fmt;
 
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Number, Result};
 use crate::retry::RetryPolicy;
+
+pub use crate::provider::ProviderKind;
 
 /// The model the design defaults to when neither the call nor the provider names one.
 pub const DEFAULT_MODEL: &str = "gpt-3.5-turbo";
@@ -81,43 +83,105 @@ impl Default for GenerationConfig {
     }
 }
 
+/// A sampling parameter: its name, its range, and where it lives in a [`GenerationConfig`].
+/// [`SAMPLING`] lists them all, so each is named once: in the struct, and there.
+pub struct Sampling {
+    /// The OpenAI parameter's name.
+    pub name: &'static str,
+    /// The lowest value allowed.
+    pub min: f64,
+    /// The highest value allowed.
+    pub max: f64,
+    slot: fn(&mut GenerationConfig) -> &mut Option<f64>,
+    value: fn(&GenerationConfig) -> Option<f64>,
+}
+
+/// The sampling parameters, with their ranges.
+pub const SAMPLING: [Sampling; 4] = [
+    Sampling {
+        name: "temperature",
+        min: 0.0,
+        max: 2.0,
+        slot: |c| &mut c.temperature,
+        value: |c| c.temperature,
+    },
+    Sampling {
+        name: "top_p",
+        min: 0.0,
+        max: 1.0,
+        slot: |c| &mut c.top_p,
+        value: |c| c.top_p,
+    },
+    Sampling {
+        name: "frequency_penalty",
+        min: -2.0,
+        max: 2.0,
+        slot: |c| &mut c.frequency_penalty,
+        value: |c| c.frequency_penalty,
+    },
+    Sampling {
+        name: "presence_penalty",
+        min: -2.0,
+        max: 2.0,
+        slot: |c| &mut c.presence_penalty,
+        value: |c| c.presence_penalty,
+    },
+];
+
 // Written out rather than derived with `#[serde(flatten)]` (for `extra`), which buffers
 // the whole object through serde's generic `Content` machinery: slower, and kilobytes of
-// WebAssembly. Missing fields keep the design's defaults; `null` unsets a parameter.
+// WebAssembly. Missing fields keep the starting config's values (the design's defaults,
+// or none at all for [`GenerationConfig::unset`]); `null` unsets a parameter.
 impl<'de> Deserialize<'de> for GenerationConfig {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
-        struct ConfigVisitor;
-        impl<'de> Visitor<'de> for ConfigVisitor {
-            type Value = GenerationConfig;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object of generation parameters")
+        Over(GenerationConfig::default()).deserialize(deserializer)
+    }
+}
+
+/// Reads a [`GenerationConfig`] over a starting one: what the JSON names replaces it.
+struct Over(GenerationConfig);
+
+impl<'de> DeserializeSeed<'de> for Over {
+    type Value = GenerationConfig;
+
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Over {
+    type Value = GenerationConfig;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of generation parameters")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<GenerationConfig, A::Error> {
+        let mut config = self.0;
+        while let Some(key) = map.next_key::<String>()? {
+            if let Some(sampling) = SAMPLING.iter().find(|s| s.name == key) {
+                *(sampling.slot)(&mut config) = map.next_value()?;
+                continue;
             }
-            fn visit_map<A: MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<GenerationConfig, A::Error> {
-                let mut config = GenerationConfig::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "model" => config.model = map.next_value()?,
-                        "temperature" => config.temperature = map.next_value()?,
-                        "max_tokens" => config.max_tokens = map.next_value()?,
-                        "top_p" => config.top_p = map.next_value()?,
-                        "frequency_penalty" => config.frequency_penalty = map.next_value()?,
-                        "presence_penalty" => config.presence_penalty = map.next_value()?,
-                        "system_prompt" => config.system_prompt = map.next_value()?,
-                        "stop_sequences" | "stop" => config.stop_sequences = map.next_value()?,
-                        "response_format" => config.response_format = map.next_value()?,
-                        _ => {
-                            let value = map.next_value()?;
-                            config.extra.insert(key, value);
-                        }
-                    }
+            match key.as_str() {
+                "model" => config.model = map.next_value()?,
+                "max_tokens" => config.max_tokens = map.next_value()?,
+                "system_prompt" => config.system_prompt = map.next_value()?,
+                "stop_sequences" | "stop" => config.stop_sequences = map.next_value()?,
+                "response_format" => config.response_format = map.next_value()?,
+                _ => {
+                    let value = map.next_value()?;
+                    config.extra.insert(key, value);
                 }
-                Ok(config)
             }
         }
-        deserializer.deserialize_map(ConfigVisitor)
+        Ok(config)
     }
 }
 
@@ -129,17 +193,52 @@ pub const UNSET_COMPLETION_ESTIMATE: u32 = 1000;
 const RESERVED_BODY_KEYS: [&str; 3] = ["messages", "stream", "stream_options"];
 
 impl GenerationConfig {
-    /// Parses a generation config from JSON text, naming the field at fault.
+    /// Parses a generation config from JSON text, naming the field at fault. What the
+    /// text leaves out keeps the design's defaults.
     pub fn from_json(json: &str) -> Result<Self> {
         from_json_text(json, "config")
     }
 
+    /// No parameter set at all: the provider's own defaults apply to everything. What an
+    /// OpenAI-compatible request leaves out means this, not the design's defaults.
+    pub fn unset() -> Self {
+        let mut config = GenerationConfig {
+            max_tokens: None,
+            ..GenerationConfig::default()
+        };
+        for sampling in &SAMPLING {
+            *(sampling.slot)(&mut config) = None;
+        }
+        config
+    }
+
+    /// Parses JSON text over `self`: the parameters the text names replace those of `self`;
+    /// errors name the field under `root`, as [`from_json_text`] does.
+    pub fn read_over(self, json: &str, root: &str) -> Result<Self> {
+        let mut deserializer = serde_json::Deserializer::from_slice(json.as_bytes());
+        Over(self)
+            .deserialize(&mut deserializer)
+            .and_then(|config| deserializer.end().map(|()| config))
+            .map_err(|e| json_error(json, root, &e))
+    }
+
+    /// The sampling parameters that are set, by name, in [`SAMPLING`]'s order.
+    pub fn sampling(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        SAMPLING
+            .iter()
+            .filter_map(move |s| (s.value)(self).map(|v| (s.name, v)))
+    }
+
     /// Checks every range; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        check_range("temperature", self.temperature, 0.0, 2.0)?;
-        check_range("top_p", self.top_p, 0.0, 1.0)?;
-        check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
-        check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        for sampling in &SAMPLING {
+            check_range(
+                sampling.name,
+                (sampling.value)(self),
+                sampling.min,
+                sampling.max,
+            )?;
+        }
         if self.max_tokens == Some(0) {
             return Err(Error::config("max_tokens", "must be at least 1"));
         }
@@ -225,46 +324,6 @@ fn check_range(field: &str, value: Option<f64>, min: f64, max: f64) -> Result<()
                 Number(value)
             ),
         ))
-    }
-}
-
-/// The kind of upstream: it decides the URL shape and the credential header, nothing else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "js", derive(tsify::Tsify))]
-pub enum ProviderKind {
-    /// api.openai.com, or any OpenAI-compatible `base_url`.
-    Openai,
-    /// Azure OpenAI: deployment path, `api-key` header, `api-version` query.
-    AzureOpenai,
-    /// An OpenAI-compatible server at `base_url` (Ollama, vLLM, a proxy); a key is optional.
-    Custom,
-}
-
-impl ProviderKind {
-    /// The name used in configuration (`openai`, `azure_openai`, `custom`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "openai",
-            ProviderKind::AzureOpenai => "azure_openai",
-            ProviderKind::Custom => "custom",
-        }
-    }
-
-    /// The environment variable an empty `api_key` is read from when the provider's own
-    /// ([`crate::provider::provider_key_var`]) is not set.
-    pub fn api_key_env_var(self) -> &'static str {
-        match self {
-            ProviderKind::Openai => "OPENAI_API_KEY",
-            ProviderKind::AzureOpenai => "AZURE_OPENAI_API_KEY",
-            ProviderKind::Custom => "CUSTOM_API_KEY",
-        }
-    }
-}
-
-impl fmt::Display for ProviderKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -432,20 +491,7 @@ impl ProviderConfig {
                 "delays must be finite and not negative",
             ));
         }
-        match self.kind {
-            ProviderKind::Custom if self.base_url.is_none() => Err(Error::config(
-                format!("{path}.base_url"),
-                "is required for a custom provider (the OpenAI-compatible API root, e.g. http://localhost:11434/v1)",
-            )),
-            ProviderKind::AzureOpenai if self.endpoint.is_none() => Err(Error::config(
-                format!("{path}.endpoint"),
-                "is required for azure_openai (https://<resource>.openai.azure.com)",
-            )),
-            ProviderKind::AzureOpenai if self.api_version.trim().is_empty() => Err(
-                Error::config(format!("{path}.api_version"), "must not be empty"),
-            ),
-            _ => Ok(()),
-        }
+        self.kind.validate(self, path)
     }
 }
 
@@ -487,16 +533,37 @@ pub struct LlmConfig {
     pub processing: Map<String, Value>,
 }
 
+/// Where API keys may come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// The configuration's `api_key`, or the environment when it is empty (the npm package).
+    ConfigOrEnvironment,
+    /// Secrets only (the Worker): a configuration is readable by whoever can deploy or
+    /// inspect it, so a key written there is refused.
+    SecretsOnly,
+}
+
 impl LlmConfig {
     /// Parses and validates a configuration from JSON text; errors name the field.
     pub fn from_json(json: &str) -> Result<Self> {
+        Self::from_json_with(json, KeySource::ConfigOrEnvironment)
+    }
+
+    /// [`Self::from_json`] with keys allowed only from `keys`; errors name the field.
+    pub fn from_json_with(json: &str, keys: KeySource) -> Result<Self> {
         let config: LlmConfig = from_json_text(json, "config")?;
-        config.validate()?;
+        config.validate_with(keys)?;
         Ok(config)
     }
 
-    /// Checks every provider and the default's name.
+    /// Checks every provider and the default's name: every rule of a configuration that
+    /// does not depend on the environment.
     pub fn validate(&self) -> Result<()> {
+        self.validate_with(KeySource::ConfigOrEnvironment)
+    }
+
+    /// [`Self::validate`], with keys allowed only from `keys`.
+    pub fn validate_with(&self, keys: KeySource) -> Result<()> {
         if self.providers.is_empty() {
             return Err(Error::config(
                 "providers",
@@ -507,7 +574,14 @@ impl LlmConfig {
             if name.trim().is_empty() {
                 return Err(Error::config("providers", "a provider name is empty"));
             }
-            provider.validate(&format!("providers.{name}"))?;
+            let path = format!("providers.{name}");
+            provider.validate(&path)?;
+            if keys == KeySource::SecretsOnly && !provider.api_key.is_empty() {
+                return Err(Error::config(
+                    format!("{path}.api_key"),
+                    format!("keys must not be in the configuration, where anyone who can read it sees them: remove it and set the secret {} or {} instead", crate::provider::provider_key_var(name), provider.kind.api_key_env_var()),
+                ));
+            }
         }
         if let Some(name) = &self.default_provider {
             if self.provider(name).is_none() {

@@ -94,6 +94,22 @@ impl fmt::Debug for HttpRequest {
     }
 }
 
+/// A run of ASCII digits (at least one, nothing else) as a number; `None` for anything
+/// else or a number too large for `u64`. The one integer parser of the crate's header,
+/// date and event-stream fields, which all take digits only (no sign, no space).
+pub fn parse_digits(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |number, &b| {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        number.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 /// A non-negative decimal number as HTTP headers write them (`1500`, `1.5`, `.5`, `1.`,
 /// `2e3`, `1E-3`): digits with at most one `.` and at least one digit, then an optional
 /// exponent. No sign, no whitespace, no `inf` or `NaN`. `None` for anything else or a
@@ -174,6 +190,24 @@ pub fn parse_decimal(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digits_only() {
+        assert_eq!(parse_digits(b"0"), Some(0));
+        assert_eq!(parse_digits(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"+1",
+            b" 1",
+            b"1.0",
+            b"1e3",
+            b"\xd9\xa1",
+        ] {
+            assert_eq!(parse_digits(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn lookup_ignores_case_and_debug_hides_credentials() {

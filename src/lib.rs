@@ -54,6 +54,7 @@
 pub mod chat;
 pub mod client;
 pub mod config;
+pub mod endpoints;
 pub mod error;
 pub mod http;
 pub mod json_path;
@@ -82,7 +83,7 @@ pub use chat::{LlmResponse, Message, Prompt, Usage};
 pub use client::{CallOptions, Client, CompletionStream, StreamEvent};
 pub use config::{GenerationConfig, LlmConfig, ProviderConfig, ProviderKind, RateLimitConfig};
 pub use error::{Error, Result};
-pub use manager::{BatchOptions, BatchProgress, ProviderManager, ProviderStatus};
+pub use manager::{BatchOptions, BatchProgress, ProviderManager, ProviderStatus, Route};
 pub use rate_limit::{RateLimitStatus, RateLimiter, RequestRefill};
 pub use runtime::Runtime;
 pub use thinking::{extract_thinking, ThinkingExtractor, ThinkingStream};

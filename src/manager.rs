@@ -1,30 +1,93 @@
 //! [`ProviderManager`]: providers by name, the default, failover, batches, status.
 //!
-//! As in the design, a provider that cannot be set up (a missing key, say) is skipped,
-//! not fatal: its reason is kept, shown in [`ProviderManager::provider_status`], and given
-//! as the error of any call addressed to it. Only when no provider at all can be set up
-//! does construction fail. Pure orchestration over [`Client`]s; the platform is the
-//! [`Runtime`] passed in.
+//! Where a call goes is a [`Route`], decided once by the caller (the npm package's method,
+//! the Worker's request) and resolved here, in one place: one provider by name or the
+//! default, or a failover order, each provider tried once. As in the design, a provider
+//! that cannot be set up (a missing key, say) is skipped, not fatal: its reason is kept,
+//! shown in [`ProviderManager::provider_status`], and given as the error of any call
+//! addressed to it. Only when no provider at all can be set up does construction fail.
+//! Pure orchestration over [`Client`]s; the platform is the [`Runtime`] passed in.
 
 use std::future::Future;
 use std::rc::Rc;
 
 use futures_util::stream::{self, StreamExt};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::chat::{LlmResponse, Prompt};
 use crate::client::{CallOptions, Client, CompletionStream};
-use crate::config::{GenerationConfig, LlmConfig, ProviderKind};
+use crate::config::{GenerationConfig, LlmConfig, ProviderConfig, ProviderKind};
 use crate::error::{Error, Result};
 use crate::provider::Provider;
 use crate::rate_limit::RateLimitStatus;
 use crate::runtime::Runtime;
 
+/// Which providers a call goes to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Route {
+    /// The default provider.
+    #[default]
+    Default,
+    /// One provider, by name.
+    Provider(String),
+    /// Fail over: `first` (the default provider when `None`), then `then` in order, until
+    /// one answers. Each provider is tried once, however often it is named.
+    Failover {
+        /// The provider tried first; the default when `None`.
+        first: Option<String>,
+        /// The providers tried after it, in order.
+        then: Vec<String>,
+    },
+    /// Every provider, in configuration order, until one answers.
+    Everyone,
+}
+
+impl Route {
+    /// Provider `name`, or the default when `None`.
+    pub fn provider(name: Option<&str>) -> Route {
+        name.map_or(Route::Default, |n| Route::Provider(n.to_string()))
+    }
+
+    /// `provider` (the default when `None`), failing over to `fallback` in order when it
+    /// names any: the Worker's `provider` and `fallback` extensions.
+    pub fn with_fallback(provider: Option<String>, fallback: Vec<String>) -> Route {
+        if fallback.is_empty() {
+            return provider.map_or(Route::Default, Route::Provider);
+        }
+        Route::Failover {
+            first: provider,
+            then: fallback,
+        }
+    }
+
+    /// The providers of `order`, in order (every provider, in configuration order, when
+    /// `None`). An empty order is a mistake.
+    pub fn failover(order: Option<Vec<String>>) -> Result<Route> {
+        let Some(mut order) = order else {
+            return Ok(Route::Everyone);
+        };
+        if order.is_empty() {
+            return Err(Error::config("failover", "names no provider"));
+        }
+        let first = order.remove(0);
+        Ok(Route::Failover {
+            first: Some(first),
+            then: order,
+        })
+    }
+}
+
 struct Entry<R: Runtime> {
     name: String,
-    kind: ProviderKind,
-    model: String,
+    config: ProviderConfig,
     client: std::result::Result<Client<R>, Error>,
+}
+
+/// A route resolved against the configuration.
+enum Plan<'a, R: Runtime> {
+    One(&'a Entry<R>),
+    Failover(Vec<&'a Entry<R>>),
 }
 
 /// Every configured provider, ready to call.
@@ -54,6 +117,21 @@ pub struct ProviderStatus {
     pub rate_limiter: Option<RateLimitStatus>,
 }
 
+/// Every provider's status keyed by its name, in configuration order: the design's
+/// `get_provider_status()` (serialized as an object).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusByName(pub Vec<ProviderStatus>);
+
+impl Serialize for StatusByName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for status in &self.0 {
+            map.serialize_entry(&status.name, status)?;
+        }
+        map.end()
+    }
+}
+
 /// How a batch runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -80,6 +158,16 @@ impl Default for BatchOptions {
     }
 }
 
+impl BatchOptions {
+    /// Where every item goes: the failover order when there is one, else the provider.
+    pub fn route(&self) -> Result<Route> {
+        match &self.failover {
+            Some(order) => Route::failover(Some(order.clone())),
+            None => Ok(Route::provider(self.provider.as_deref())),
+        }
+    }
+}
+
 /// Progress of a batch, reported as each item finishes.
 #[derive(Debug)]
 pub struct BatchProgress<'a> {
@@ -101,26 +189,15 @@ impl<R: Runtime> ProviderManager<R> {
         runtime: Rc<R>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self> {
-        if config.providers.is_empty() {
-            return Err(Error::config(
-                "providers",
-                "at least one provider is needed",
-            ));
-        }
+        config.validate()?;
         let entries: Vec<Entry<R>> = config
             .providers
             .iter()
-            .map(|(name, provider_config)| {
-                let provider = Provider::from_config(name, provider_config, env);
-                Entry {
-                    name: name.clone(),
-                    kind: provider_config.kind,
-                    model: provider
-                        .as_ref()
-                        .map(|p| p.model().to_string())
-                        .unwrap_or_else(|_| provider_config.model.clone()),
-                    client: provider.map(|p| Client::new(p, Rc::clone(&runtime))),
-                }
+            .map(|(name, provider_config)| Entry {
+                name: name.clone(),
+                config: provider_config.clone(),
+                client: Provider::from_config(name, provider_config, env)
+                    .map(|p| Client::new(p, Rc::clone(&runtime))),
             })
             .collect();
         if entries.iter().all(|e| e.client.is_err()) {
@@ -142,12 +219,6 @@ impl<R: Runtime> ProviderManager<R> {
             .default_provider_name()
             .unwrap_or_default()
             .to_string();
-        if entries.iter().all(|e| e.name != default) {
-            return Err(Error::config(
-                "default_provider",
-                format!("names '{default}', which is not among the providers"),
-            ));
-        }
         Ok(ProviderManager { entries, default })
     }
 
@@ -181,8 +252,8 @@ impl<R: Runtime> ProviderManager<R> {
             .iter()
             .map(|e| ProviderStatus {
                 name: e.name.clone(),
-                kind: e.kind,
-                model: e.model.clone(),
+                kind: e.config.kind,
+                model: e.config.kind.model(&e.config).to_string(),
                 available: e.client.is_ok(),
                 reason: e.client.as_ref().err().map(ToString::to_string),
                 default: e.name == self.default,
@@ -191,131 +262,153 @@ impl<R: Runtime> ProviderManager<R> {
             .collect()
     }
 
+    /// [`Self::provider_status`] keyed by name.
+    pub fn status_by_name(&self) -> StatusByName {
+        StatusByName(self.provider_status())
+    }
+
     /// The client of provider `name` (the default when `None`): an error naming the
     /// known providers if there is no such provider, or its setup error if it could not
     /// be set up.
     pub fn client(&self, name: Option<&str>) -> Result<&Client<R>> {
-        let name = name.unwrap_or(&self.default);
-        let entry = self
-            .entries
-            .iter()
-            .find(|e| e.name == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
-                Error::config(
-                    "provider",
-                    format!(
-                        "unknown provider '{name}' (configured: {})",
-                        known.join(", ")
-                    ),
-                )
-            })?;
-        entry.client.as_ref().map_err(Clone::clone)
+        self.entry(name.unwrap_or(&self.default))?
+            .client
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
-    /// Generates with provider `name`, or the default.
+    fn entry(&self, name: &str) -> Result<&Entry<R>> {
+        self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+            Error::config(
+                "provider",
+                format!(
+                    "unknown provider '{name}' (configured: {})",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// Resolves `route`: every name must be configured; a failover tries each provider
+    /// once, in the order first named.
+    fn plan(&self, route: &Route) -> Result<Plan<'_, R>> {
+        match route {
+            Route::Default => Ok(Plan::One(self.entry(&self.default)?)),
+            Route::Provider(name) => Ok(Plan::One(self.entry(name)?)),
+            Route::Everyone => Ok(Plan::Failover(self.entries.iter().collect())),
+            Route::Failover { first, then } => {
+                let first = first.as_deref().unwrap_or(&self.default);
+                let mut order: Vec<&Entry<R>> = Vec::new();
+                for name in std::iter::once(first).chain(then.iter().map(String::as_str)) {
+                    let entry = self.entry(name)?;
+                    // At most one entry per provider: a linear scan of a list no longer
+                    // than the configuration.
+                    if !order.iter().any(|e| std::ptr::eq(*e, entry)) {
+                        order.push(entry);
+                    }
+                }
+                Ok(Plan::Failover(order))
+            }
+        }
+    }
+
+    /// Who a call's failure is about, for its stored row: the provider the error names
+    /// (after a failover, the last one tried), else the one the route goes to first; and
+    /// the model that provider calls for `config`.
+    pub fn attribution(
+        &self,
+        route: &Route,
+        config: &GenerationConfig,
+        error: &Error,
+    ) -> (String, String) {
+        let first = match route {
+            Route::Provider(name) => name.as_str(),
+            Route::Failover {
+                first: Some(name), ..
+            } => name.as_str(),
+            Route::Everyone => self.entries.first().map_or("", |e| e.name.as_str()),
+            Route::Default | Route::Failover { first: None, .. } => &self.default,
+        };
+        let name = error.provider().unwrap_or(first);
+        let model = match self.entries.iter().find(|e| e.name == name) {
+            Some(entry) => entry
+                .config
+                .kind
+                .model_for(&entry.config, config)
+                .to_string(),
+            None => config.model.clone().unwrap_or_default(),
+        };
+        (name.to_string(), model)
+    }
+
+    /// Generates an answer from the providers of `route`. Each provider retries on its
+    /// own first. On a failover, a provider that could not be set up fails with its setup
+    /// error and the next is tried; a configuration error of the call itself or an abort
+    /// stops at once; all failing gives [`Error::AllProvidersFailed`] with each provider's
+    /// error, in order.
     pub async fn generate(
         &self,
         prompt: &Prompt,
         config: &GenerationConfig,
-        provider: Option<&str>,
+        route: &Route,
         options: &CallOptions,
     ) -> Result<LlmResponse> {
-        self.client(provider)?
-            .generate(prompt, config, options)
-            .await
-    }
-
-    /// Tries the providers of `order` (all, in configuration order, when `None`) one
-    /// after the other until one answers. Each provider retries on its own first. A
-    /// provider that could not be set up fails with its setup error; a configuration
-    /// error of the call itself or an abort stops at once. All failing gives
-    /// [`Error::AllProvidersFailed`] with each provider's error, in order.
-    pub async fn generate_with_failover(
-        &self,
-        prompt: &Prompt,
-        config: &GenerationConfig,
-        order: Option<&[String]>,
-        options: &CallOptions,
-    ) -> Result<LlmResponse> {
-        self.failover(config, order, |client| {
+        self.call(route, config, |client| {
             client.generate(prompt, config, options)
         })
         .await
     }
 
-    /// Runs `call` with the client of each provider of `order` in turn, as
-    /// [`Self::generate_with_failover`] describes.
-    async fn failover<'a, T, F, Fut>(
-        &'a self,
+    /// Starts a streamed answer from the providers of `route`, as [`Self::generate`]
+    /// does; once a stream has begun it is not switched.
+    pub async fn stream(
+        &self,
+        prompt: &Prompt,
         config: &GenerationConfig,
-        order: Option<&[String]>,
+        route: &Route,
+        options: &CallOptions,
+    ) -> Result<CompletionStream<R>> {
+        self.call(route, config, |client| {
+            client.stream(prompt, config, options)
+        })
+        .await
+    }
+
+    /// Runs `call` with the client of the provider of `route`, or of each provider of a
+    /// failover in turn (see [`Self::generate`]).
+    async fn call<'a, T, F, Fut>(
+        &'a self,
+        route: &Route,
+        config: &GenerationConfig,
         mut call: F,
     ) -> Result<T>
     where
         F: FnMut(&'a Client<R>) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let names = self.failover_order(order)?;
+        let order = match self.plan(route)? {
+            Plan::One(entry) => {
+                let client = entry.client.as_ref().map_err(Clone::clone)?;
+                return call(client).await;
+            }
+            Plan::Failover(order) => order,
+        };
         config.validate()?;
         let mut errors = Vec::new();
-        for name in names {
-            let outcome = match self.client(Some(&name)) {
+        for entry in order {
+            let outcome = match &entry.client {
                 Ok(client) => call(client).await,
-                Err(setup) => Err(setup),
+                Err(setup) => Err(setup.clone()),
             };
             match outcome {
                 Ok(answer) => return Ok(answer),
                 Err(error @ Error::Aborted) => return Err(error),
-                Err(error @ Error::Config { .. }) if self.client(Some(&name)).is_ok() => {
-                    return Err(error)
-                }
-                Err(error) => errors.push((name, error)),
+                Err(error @ Error::Config { .. }) if entry.client.is_ok() => return Err(error),
+                Err(error) => errors.push((entry.name.clone(), error)),
             }
         }
         Err(Error::AllProvidersFailed { errors })
-    }
-
-    fn failover_order(&self, order: Option<&[String]>) -> Result<Vec<String>> {
-        match order {
-            None => Ok(self.entries.iter().map(|e| e.name.clone()).collect()),
-            Some([]) => Err(Error::config("failover", "names no provider")),
-            Some(names) => {
-                for name in names {
-                    if !self.entries.iter().any(|e| e.name == *name) {
-                        self.client(Some(name))?;
-                    }
-                }
-                Ok(names.to_vec())
-            }
-        }
-    }
-
-    /// Starts a streamed answer from provider `name`, or the default.
-    pub async fn stream(
-        &self,
-        prompt: &Prompt,
-        config: &GenerationConfig,
-        provider: Option<&str>,
-        options: &CallOptions,
-    ) -> Result<CompletionStream<R>> {
-        self.client(provider)?.stream(prompt, config, options).await
-    }
-
-    /// Starts a streamed answer from the first provider of `order` that opens one (each
-    /// retrying on its own first); like [`Self::generate_with_failover`], but once a
-    /// stream has begun it is not switched.
-    pub async fn stream_with_failover(
-        &self,
-        prompt: &Prompt,
-        config: &GenerationConfig,
-        order: Option<&[String]>,
-        options: &CallOptions,
-    ) -> Result<CompletionStream<R>> {
-        self.failover(config, order, |client| {
-            client.stream(prompt, config, options)
-        })
-        .await
     }
 
     /// Generates an answer for every prompt, at most `options.concurrency` at once, all
@@ -331,13 +424,10 @@ impl<R: Runtime> ProviderManager<R> {
         mut on_progress: impl FnMut(BatchProgress<'_>),
     ) -> Result<Vec<Result<LlmResponse>>> {
         config.validate()?;
-        let failover = match &options.failover {
-            Some(order) => Some(self.failover_order(Some(order))?),
-            None => {
-                self.client(options.provider.as_deref())?;
-                None
-            }
-        };
+        let route = options.route()?;
+        if let Plan::One(entry) = self.plan(&route)? {
+            entry.client.as_ref().map_err(Clone::clone)?;
+        }
         let call = CallOptions {
             timeout_ms: options.timeout_ms,
             ..CallOptions::default()
@@ -345,21 +435,8 @@ impl<R: Runtime> ProviderManager<R> {
         let total = prompts.len();
         let mut results: Vec<Option<Result<LlmResponse>>> = (0..total).map(|_| None).collect();
         let calls = prompts.iter().enumerate().map(|(index, prompt)| {
-            let failover = failover.as_deref();
-            let call = &call;
-            async move {
-                let result = match failover {
-                    Some(order) => {
-                        self.generate_with_failover(prompt, config, Some(order), call)
-                            .await
-                    }
-                    None => {
-                        self.generate(prompt, config, options.provider.as_deref(), call)
-                            .await
-                    }
-                };
-                (index, result)
-            }
+            let (route, call) = (&route, &call);
+            async move { (index, self.generate(prompt, config, route, call).await) }
         });
         let mut running = stream::iter(calls).buffer_unordered(options.concurrency.max(1));
         let mut done = 0;

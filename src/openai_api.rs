@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::chat::{validate_messages, LlmResponse, Message, Prompt, Usage};
 use crate::config::{from_json_text, GenerationConfig};
 use crate::error::Error;
+use crate::manager::Route;
 
 /// The most a request body may hold, in bytes.
 pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
@@ -31,8 +32,18 @@ pub struct ApiError {
     pub param: Option<String>,
     /// A machine-readable code.
     pub code: Option<String>,
-    /// How long the client should wait before trying again (the upstream's wait, for a 429).
-    pub retry_after_ms: Option<f64>,
+    /// What the answer's headers add, if anything.
+    pub hint: Option<Hint>,
+}
+
+/// What an error answer says in its headers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hint {
+    /// How long the client should wait before trying again (the upstream's wait, for a
+    /// 429): `retry-after-ms` and `retry-after`.
+    RetryAfterMs(f64),
+    /// The methods the path allows, for a 405: `Allow`.
+    Allow(&'static str),
 }
 
 impl ApiError {
@@ -44,7 +55,7 @@ impl ApiError {
             kind: "invalid_request_error",
             param: param.map(str::to_string),
             code: None,
-            retry_after_ms: None,
+            hint: None,
         }
     }
 
@@ -56,8 +67,31 @@ impl ApiError {
             kind,
             param: None,
             code: Some(code.to_string()),
-            retry_after_ms: None,
+            hint: None,
         }
+    }
+
+    /// A 404 for what `what` names.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(404, "invalid_request_error", "not_found", what)
+    }
+
+    /// A 405: the path allows only `allow`.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut error = ApiError::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("use {allow} here"),
+        );
+        error.hint = Some(Hint::Allow(allow));
+        error
+    }
+
+    /// The same error, saying that the call was stored as row `id`.
+    pub fn stored_as(mut self, id: &str) -> Self {
+        self.message = format!("{} (stored as {id})", self.message);
+        self
     }
 
     /// The JSON body.
@@ -74,7 +108,7 @@ impl ApiError {
     pub fn from_error(error: &Error) -> Self {
         let mut api = Self::status_of(error);
         if api.status == 429 {
-            api.retry_after_ms = error.retry_after_ms();
+            api.hint = error.retry_after_ms().map(Hint::RetryAfterMs);
         }
         api
     }
@@ -136,43 +170,30 @@ impl ApiError {
     }
 }
 
+/// One call as the Worker receives it, from either endpoint (or a batch's line): what to
+/// ask, with which parameters, of which providers, and the request as its row stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The prompt: a text, or the conversation.
+    pub prompt: Prompt,
+    /// The parameters.
+    pub config: GenerationConfig,
+    /// Which providers answer it.
+    pub route: Route,
+    /// The request as its row stores it (JSON: messages or prompt, config, provider,
+    /// fallback).
+    pub stored: String,
+}
+
 /// A chat-completion request, read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChatRequest {
-    /// The conversation.
-    pub messages: Vec<Message>,
-    /// The parameters, as the client gave them (unknown ones in `extra`).
-    pub config: GenerationConfig,
+    /// The call.
+    pub call: Call,
     /// `stream: true`.
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
-    /// The provider asked for (`provider`, else the `x-llm-provider` header).
-    pub provider: Option<String>,
-    /// Providers to fail over to, in order, after `provider`.
-    pub fallback: Vec<String>,
-}
-
-impl ChatRequest {
-    /// The request as a row stores it.
-    pub fn stored(&self) -> String {
-        json!({ "messages": self.messages, "config": self.config, "provider": self.provider, "fallback": self.fallback }).to_string()
-    }
-}
-
-/// The providers to try when failing over: `provider` (else `default`), then the
-/// fallbacks, each once; `None` when there is no fallback (the one provider alone).
-pub fn failover_order(
-    provider: Option<&str>,
-    fallback: &[String],
-    default: &str,
-) -> Option<Vec<String>> {
-    if fallback.is_empty() {
-        return None;
-    }
-    let first = provider.unwrap_or(default).to_string();
-    let rest = fallback.iter().filter(|f| **f != first).cloned();
-    Some(std::iter::once(first.clone()).chain(rest).collect())
 }
 
 #[derive(Deserialize)]
@@ -225,7 +246,7 @@ const EXTENSION_KEYS: [&str; 6] = [
 /// A request body as text: within [`MAX_REQUEST_BYTES`], and UTF-8.
 fn body_text(body: &[u8]) -> Result<&str, ApiError> {
     if body.len() > MAX_REQUEST_BYTES {
-        return Err(too_large());
+        return Err(too_large(MAX_REQUEST_BYTES));
     }
     std::str::from_utf8(body).map_err(|_| ApiError::invalid(None, "the body is not UTF-8 text"))
 }
@@ -233,36 +254,50 @@ fn body_text(body: &[u8]) -> Result<&str, ApiError> {
 /// A `POST /v1/generate` request: the design's own shape.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GenerateRequest {
-    /// Text or messages.
-    pub prompt: Prompt,
-    /// The generation parameters (the library's defaults for what is left out).
+struct GenerateRequest {
+    prompt: Prompt,
+    /// The library's defaults for what is left out.
     #[serde(default)]
-    pub config: GenerationConfig,
-    /// The provider asked for.
+    config: GenerationConfig,
     #[serde(default)]
-    pub provider: Option<String>,
-    /// Providers to fail over to, in order, after `provider`.
+    provider: Option<String>,
     #[serde(default)]
-    pub fallback: Vec<String>,
+    fallback: Vec<String>,
 }
 
-impl GenerateRequest {
-    /// The request as a row stores it.
-    pub fn stored(&self) -> String {
-        json!({ "prompt": self.prompt, "config": self.config, "provider": self.provider, "fallback": self.fallback }).to_string()
-    }
-}
-
-/// Reads a `/v1/generate` body; every mistake is a 400 naming the field.
-pub fn parse_generate_request(body: &[u8]) -> Result<GenerateRequest, ApiError> {
+/// Reads a `/v1/generate` body (`{ prompt, config, provider?, fallback? }`); every mistake
+/// is a 400 naming the field.
+pub fn parse_generate_request(body: &[u8]) -> Result<Call, ApiError> {
     let request: GenerateRequest =
         from_json_text(body_text(body)?, "body").map_err(|e| ApiError::from_error(&e))?;
     request
         .config
         .validate()
         .map_err(|e| ApiError::from_error(&e))?;
-    Ok(request)
+    let fallback = named_fallback(request.fallback)?;
+    let stored = json!({ "prompt": request.prompt, "config": request.config, "provider": request.provider, "fallback": fallback }).to_string();
+    Ok(Call {
+        prompt: request.prompt,
+        config: request.config,
+        route: Route::with_fallback(non_empty(request.provider), fallback),
+        stored,
+    })
+}
+
+/// A provider name as asked for: an empty one means none.
+fn non_empty(name: Option<String>) -> Option<String> {
+    name.filter(|p| !p.trim().is_empty())
+}
+
+/// The fallback names, none of them empty.
+fn named_fallback(fallback: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if let Some(name) = fallback.iter().find(|n| n.trim().is_empty()) {
+        return Err(ApiError::invalid(
+            Some("fallback"),
+            format!("fallback: names an empty provider (\"{name}\")"),
+        ));
+    }
+    Ok(fallback)
 }
 
 /// Reads a chat-completion request body. `header_provider` is the `x-llm-provider` header.
@@ -298,19 +333,11 @@ pub fn parse_chat_request(
     }
     let extensions: Extensions =
         from_json_text(&Value::Object(extensions).to_string(), "").map_err(|e| config_error(&e))?;
-    // What the client did not set stays unset (null unsets a parameter): the provider's
-    // defaults apply, as they would calling OpenAI directly, not the library's.
-    for key in [
-        "temperature",
-        "max_tokens",
-        "top_p",
-        "frequency_penalty",
-        "presence_penalty",
-    ] {
-        object.entry(key).or_insert(Value::Null);
-    }
-    let mut config: GenerationConfig =
-        from_json_text(&Value::Object(object).to_string(), "").map_err(|e| config_error(&e))?;
+    // What the client did not set stays unset: the provider's defaults apply, as they
+    // would calling OpenAI directly, not the library's.
+    let mut config = GenerationConfig::unset()
+        .read_over(&Value::Object(object).to_string(), "")
+        .map_err(|e| config_error(&e))?;
     if let Some(n) = extensions.n.filter(|n| *n != 1) {
         return Err(ApiError::invalid(
             Some("n"),
@@ -338,39 +365,33 @@ pub fn parse_chat_request(
     })?;
     // The request names its messages itself; a system prompt would be the config's.
     config.system_prompt = None;
-    let provider = extensions
-        .provider
-        .filter(|p| !p.trim().is_empty())
-        .or_else(|| header_provider.map(str::to_string))
-        .filter(|p| !p.trim().is_empty());
-    let fallback = match extensions.fallback {
+    let provider =
+        non_empty(extensions.provider).or_else(|| non_empty(header_provider.map(str::to_string)));
+    let fallback = named_fallback(match extensions.fallback {
         Some(Fallback::One(name)) => vec![name],
         Some(Fallback::Many(names)) => names,
         None => Vec::new(),
-    };
-    if let Some(name) = fallback.iter().find(|n| n.trim().is_empty()) {
-        return Err(ApiError::invalid(
-            Some("fallback"),
-            format!("fallback: names an empty provider (\"{name}\")"),
-        ));
-    }
+    })?;
+    let stored = json!({ "messages": messages, "config": config, "provider": provider, "fallback": fallback }).to_string();
     Ok(ChatRequest {
-        messages,
-        config,
+        call: Call {
+            prompt: Prompt::Messages(messages),
+            config,
+            route: Route::with_fallback(provider, fallback),
+            stored,
+        },
         stream: extensions.stream.unwrap_or(false),
         include_usage: extensions.stream_options.is_some_and(|o| o.include_usage),
-        provider,
-        fallback,
     })
 }
 
-/// The 413 for a body over [`MAX_REQUEST_BYTES`].
-pub fn too_large() -> ApiError {
+/// The 413 for a body over `limit` bytes.
+pub fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         413,
         "invalid_request_error",
         "request_too_large",
-        format!("the request body exceeds {MAX_REQUEST_BYTES} bytes"),
+        format!("the request body exceeds {limit} bytes"),
     )
 }
 
@@ -447,7 +468,6 @@ pub fn chunk_event(
         "created": created_s,
         "model": model,
         "choices": choices,
-        "system_fingerprint": null,
     });
     if let Some(usage) = usage {
         chunk["usage"] = json!(usage);

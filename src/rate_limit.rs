@@ -856,19 +856,7 @@ impl<'a> RateLimitHeaders<'a> {
 /// A header value as a non-negative integer that fits in `u32`: ASCII digits only,
 /// surrounding ASCII whitespace ignored. `-1`, `+1`, `1.5`, `` and `12abc` are `None`.
 fn parse_u32(value: &str) -> Option<u32> {
-    let digits = value.trim_ascii().as_bytes();
-    if digits.is_empty() {
-        return None;
-    }
-    let mut number: u32 = 0;
-    for &byte in digits {
-        let digit = byte.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        number = number.checked_mul(10)?.checked_add(u32::from(digit))?;
-    }
-    Some(number)
+    u32::try_from(crate::http::parse_digits(value.trim_ascii().as_bytes())?).ok()
 }
 
 /// Parses a Go-style duration as OpenAI sends in `x-ratelimit-reset-*` (`6m0s`, `1s`,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::chat::LlmResponse;
 use crate::error::Error;
 use crate::openai_api::ApiError;
+use crate::runtime::Runtime;
 use crate::validate::validate;
 
 /// The most bytes kept of each text field: together under D1's 2,000,000-byte row limit.
@@ -68,6 +69,32 @@ pub fn new_id(now_ms: f64, random_a: f64, random_b: f64) -> String {
     };
     let bits = |r: f64| ((r.clamp(0.0, 1.0) * 4_294_967_295.0) as u64) & 0xffff_ffff;
     format!("rsp_{ms:012x}{:08x}{:08x}", bits(random_a), bits(random_b))
+}
+
+/// When a call arrived, and the id its row will have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Arrival {
+    /// The row's id ([`new_id`]).
+    pub id: String,
+    /// When the call arrived, in milliseconds since the epoch.
+    pub created_at: f64,
+}
+
+impl Arrival {
+    /// A call arriving now, by `runtime`'s clock, with a fresh id.
+    pub fn now<R: Runtime>(runtime: &R) -> Arrival {
+        let created_at = runtime.now_ms();
+        Arrival {
+            id: new_id(created_at, runtime.random(), runtime.random()),
+            created_at,
+        }
+    }
+
+    /// The arrival time in whole seconds, as OpenAI's `created`.
+    pub fn created_s(&self) -> u64 {
+        // A float-to-integer `as` saturates, and maps NaN to 0.
+        (self.created_at / 1000.0) as u64
+    }
 }
 
 /// Why a streamed answer ended before its end. Its row keeps what arrived, as invalid.

@@ -99,6 +99,17 @@ impl RetryPolicy {
             let max_wait = non_negative_or(self.max_wait_ms, defaults.max_wait_ms);
             return (requested <= max_wait && requested.is_finite()).then_some(requested);
         }
+        self.backoff(attempt, random)
+    }
+
+    /// The backoff before retry number `attempt + 1` when no server asked for a wait (see
+    /// [`Self::next_delay`]), or `None` once `attempt >= max_retries`: for retrying work
+    /// of the caller's own, such as a database write.
+    pub fn backoff(&self, attempt: u32, random: f64) -> Option<f64> {
+        if attempt >= self.max_retries {
+            return None;
+        }
+        let defaults = RetryPolicy::default();
         let base = non_negative_or(self.base_delay_ms, defaults.base_delay_ms);
         let cap = non_negative_or(self.max_backoff_ms, defaults.max_backoff_ms);
         let exponent = i32::try_from(attempt)
@@ -214,10 +225,10 @@ fn parse_http_date_ms(text: &str) -> Option<f64> {
 
 /// A run of ASCII digits whose length lies in `lengths`, as a number.
 fn parse_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> Option<u32> {
-    if !lengths.contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !lengths.contains(&text.len()) {
         return None;
     }
-    text.parse().ok()
+    u32::try_from(crate::http::parse_digits(text.as_bytes())?).ok()
 }
 
 /// The number of days of `month` (1–12) in `year` of the proleptic Gregorian calendar.

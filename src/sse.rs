@@ -381,15 +381,7 @@ fn find_line_break(bytes: &[u8]) -> Option<usize> {
 /// A `retry` value: ASCII digits only, as a base-ten number of milliseconds. Anything
 /// else, including the empty string and a number too large for `u64`, is ignored.
 fn parse_retry(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |ms, &b| {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        ms.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-    })
+    crate::http::parse_digits(value)
 }
 
 fn non_empty(s: String) -> Option<String> {

@@ -211,6 +211,7 @@ impl Answer {
             model,
             usage: self.usage,
             finish_reason: self.finish_reason,
+            response_time: response_time_ms / 1000.0,
             response_time_ms,
             provider: provider.name().to_string(),
             id: self.id,

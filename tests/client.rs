@@ -8,7 +8,7 @@ mod support;
 use std::rc::Rc;
 
 use llm_distiller::{
-    BatchOptions, CallOptions, Error, GenerationConfig, LlmConfig, Prompt, ProviderManager,
+    BatchOptions, CallOptions, Error, GenerationConfig, LlmConfig, Prompt, ProviderManager, Route,
     StreamEvent,
 };
 use serde_json::json;
@@ -55,7 +55,7 @@ fn a_normal_answer_has_its_thinking_separated() {
         .run(manager.generate(
             &"What is 2+2?".into(),
             &GenerationConfig::default(),
-            None,
+            &Route::Default,
             &no_options(),
         ))
         .expect("answer");
@@ -69,6 +69,10 @@ fn a_normal_answer_has_its_thinking_separated() {
     assert_eq!(r.id.as_deref(), Some("chatcmpl-test"));
     assert_eq!(r.attempts, 1);
     assert_eq!(r.response_time_ms, 100.0);
+    assert_eq!(
+        r.response_time, 0.1,
+        "the design's response_time, in seconds"
+    );
     assert!(r.raw_response.is_some());
 
     let seen = sim.seen();
@@ -107,7 +111,12 @@ fn azure_requests_use_the_deployment_path_api_key_and_version() {
         ..GenerationConfig::default()
     };
     let r = sim
-        .run(manager.generate(&"Hi".into(), &config, Some("az"), &no_options()))
+        .run(manager.generate(
+            &"Hi".into(),
+            &config,
+            &Route::provider(Some("az")),
+            &no_options(),
+        ))
         .expect("answer");
     assert_eq!(r.content, "Ahoy");
     let seen = sim.seen();
@@ -168,11 +177,11 @@ fn remaining_requests_zero_holds_the_next_request_until_the_reset() {
     let manager = one_openai(&sim, 1000, 1_000_000);
     sim.run(async {
         manager
-            .generate(&"a".into(), &small(), None, &no_options())
+            .generate(&"a".into(), &small(), &Route::Default, &no_options())
             .await
             .expect("first");
         manager
-            .generate(&"b".into(), &small(), None, &no_options())
+            .generate(&"b".into(), &small(), &Route::Default, &no_options())
             .await
             .expect("second");
     });
@@ -190,7 +199,7 @@ fn a_429_with_retry_after_ms_waits_exactly_that_long() {
     ]);
     let manager = one_openai(&sim, 1000, 1_000_000);
     let r = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .expect("retried");
     assert_eq!(r.content, "done");
     assert_eq!(r.attempts, 2);
@@ -207,7 +216,7 @@ fn server_errors_back_off_exponentially_then_give_up() {
     ));
     let manager = one_openai(&sim, 1000, 1_000_000);
     let error = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .unwrap_err();
     assert!(
         matches!(error, Error::Http { status: 500, ref message, .. } if message == "boom"),
@@ -228,7 +237,7 @@ fn jitter_shortens_backoff_by_at_most_a_quarter() {
     let sim = Sim::always(Reply::json(503, json!({})));
     sim.set_random(0.999);
     let manager = one_openai(&sim, 1000, 1_000_000);
-    sim.run(manager.generate(&"a".into(), &small(), None, &no_options()))
+    sim.run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .unwrap_err();
     let at: Vec<f64> = sim.seen().iter().map(|s| s.at_ms).collect();
     let first_gap = at[1] - at[0] - 100.0;
@@ -243,7 +252,7 @@ fn client_errors_are_not_retried() {
     ));
     let manager = one_openai(&sim, 1000, 1_000_000);
     let error = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .unwrap_err();
     assert_eq!(sim.seen().len(), 1);
     match error {
@@ -271,7 +280,7 @@ fn malformed_and_truncated_bodies_are_invalid_responses_and_retried() {
         let sim = Sim::always(Reply::raw(200, body));
         let manager = one_openai(&sim, 1000, 1_000_000);
         let error = sim
-            .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+            .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
             .unwrap_err();
         assert!(
             matches!(error, Error::InvalidResponse { .. }),
@@ -290,7 +299,7 @@ fn a_slow_answer_times_out_per_attempt() {
         ..CallOptions::default()
     };
     let error = sim
-        .run(manager.generate(&"a".into(), &small(), None, &options))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &options))
         .unwrap_err();
     assert!(
         matches!(error, Error::Timeout { after_ms, .. } if after_ms == 2_000.0),
@@ -312,13 +321,13 @@ fn connection_errors_are_retried_and_reported() {
     let sim = Sim::sequence(vec![Reply::refused(), Reply::completion("back")]);
     let manager = one_openai(&sim, 1000, 1_000_000);
     let r = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .expect("retried");
     assert_eq!(r.attempts, 2);
     let sim = Sim::always(Reply::refused());
     let manager = one_openai(&sim, 1000, 1_000_000);
     let error = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .unwrap_err();
     assert!(matches!(error, Error::Connection { .. }), "{error:?}");
 }
@@ -340,7 +349,12 @@ fn failover_reaches_the_second_provider_when_the_first_always_fails() {
     );
     let order = vec!["first".to_string(), "second".to_string()];
     let r = sim
-        .run(manager.generate_with_failover(&"a".into(), &small(), Some(&order), &no_options()))
+        .run(manager.generate(
+            &"a".into(),
+            &small(),
+            &Route::failover(Some(order)).unwrap(),
+            &no_options(),
+        ))
         .expect("second answers");
     assert_eq!(r.content, "from second");
     assert_eq!(r.provider, "second");
@@ -368,7 +382,7 @@ fn failover_reports_every_provider_when_all_fail() {
             "b": { "type": "openai" } } }),
     );
     let error = sim
-        .run(manager.generate_with_failover(&"x".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"x".into(), &small(), &Route::Everyone, &no_options()))
         .unwrap_err();
     let Error::AllProvidersFailed { errors } = &error else {
         panic!("{error:?}")
@@ -382,12 +396,173 @@ fn failover_reports_every_provider_when_all_fail() {
     // An unknown name is a mistake, not a silent skip.
     let order = vec!["a".to_string(), "zzz".to_string()];
     let error = sim
-        .run(manager.generate_with_failover(&"x".into(), &small(), Some(&order), &no_options()))
+        .run(manager.generate(
+            &"x".into(),
+            &small(),
+            &Route::failover(Some(order)).unwrap(),
+            &no_options(),
+        ))
         .unwrap_err();
     assert!(
         error.to_string().contains("unknown provider 'zzz'"),
         "{error}"
     );
+}
+
+/// A manager of providers that all fail with 500 (no retries), and the hosts they reach.
+fn failing(names: &[&str]) -> (Sim, ProviderManager<Sim>) {
+    let sim = Sim::always(Reply::json(500, json!({ "error": { "message": "down" } })));
+    // Text, not json!: the order as written matters, and json! sorts keys.
+    let providers: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(
+                r#""{n}": {{ "type": "custom", "base_url": "http://{n}.test/v1", "retry": {{ "max_retries": 0 }} }}"#
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"{{ "providers": {{ {} }}, "default_provider": "{}" }}"#,
+        providers.join(", "),
+        names[0]
+    );
+    let config = LlmConfig::from_json(&config).expect("valid config");
+    let manager = ProviderManager::new(&config, Rc::new(sim.clone()), &|_| None).unwrap();
+    (sim, manager)
+}
+
+fn hosts(sim: &Sim) -> Vec<String> {
+    sim.seen()
+        .iter()
+        .map(|s| {
+            s.request
+                .url
+                .split('/')
+                .nth(2)
+                .unwrap_or("")
+                .replace(".test", "")
+        })
+        .collect()
+}
+
+#[test]
+fn a_failover_tries_each_provider_once_the_default_first_when_none_is_named() {
+    let (sim, manager) = failing(&["dflt", "b", "c"]);
+    let route = Route::with_fallback(
+        None,
+        vec!["b".into(), "dflt".into(), "b".into(), "c".into()],
+    );
+    let error = sim
+        .run(manager.generate(&"x".into(), &small(), &route, &no_options()))
+        .unwrap_err();
+    assert_eq!(hosts(&sim), ["dflt", "b", "c"]);
+    let Error::AllProvidersFailed { errors } = &error else {
+        panic!("{error:?}")
+    };
+    let tried: Vec<&str> = errors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(tried, ["dflt", "b", "c"]);
+
+    // Named a hundred thousand times, a provider is still tried once: the failure (and the
+    // row that keeps it) stays small.
+    let (sim, manager) = failing(&["a", "b"]);
+    let route = Route::with_fallback(Some("a".into()), vec!["b".to_string(); 100_000]);
+    let error = sim
+        .run(manager.generate(&"x".into(), &small(), &route, &no_options()))
+        .unwrap_err();
+    assert_eq!(hosts(&sim), ["a", "b"]);
+    assert!(
+        error.to_string().len() < 1_000,
+        "{} bytes",
+        error.to_string().len()
+    );
+
+    // Without a fallback, one provider and its own error, not a failover's.
+    let (sim, manager) = failing(&["a", "b"]);
+    let error = sim
+        .run(manager.generate(
+            &"x".into(),
+            &small(),
+            &Route::with_fallback(Some("b".into()), vec![]),
+            &no_options(),
+        ))
+        .unwrap_err();
+    assert_eq!(hosts(&sim), ["b"]);
+    assert!(
+        matches!(error, Error::Http { status: 500, .. }),
+        "{error:?}"
+    );
+
+    // Every provider, in configuration order; an empty order is a mistake.
+    let (sim, manager) = failing(&["c", "a", "b"]);
+    sim.run(manager.generate(&"x".into(), &small(), &Route::Everyone, &no_options()))
+        .unwrap_err();
+    assert_eq!(hosts(&sim), ["c", "a", "b"]);
+    assert!(
+        matches!(Route::failover(Some(vec![])), Err(Error::Config { field, .. }) if field == "failover")
+    );
+}
+
+#[test]
+fn a_failed_call_is_attributed_to_the_provider_that_failed_last_and_its_model() {
+    let sim = Sim::always(Reply::completion("ok"));
+    let config = LlmConfig::from_json(
+        r#"{ "providers": {
+            "main": { "type": "custom", "base_url": "http://main.test/v1", "model": "m1" },
+            "az": { "type": "azure_openai", "endpoint": "https://r.openai.azure.com", "deployment_name": "dep", "model": "ignored" } } }"#,
+    )
+    .unwrap();
+    // Azure has no key: it cannot be set up, and still names its deployment.
+    let manager = ProviderManager::new(&config, Rc::new(sim.clone()), &|_| None).unwrap();
+    let status = manager.provider_status();
+    assert!(!status[1].available);
+    assert_eq!(
+        status[1].model, "dep",
+        "an unavailable Azure provider shows its deployment"
+    );
+
+    let asked = GenerationConfig {
+        model: Some("gpt-x".into()),
+        ..GenerationConfig::default()
+    };
+    let timeout = Error::Timeout {
+        provider: "az".into(),
+        after_ms: 1.0,
+    };
+    assert_eq!(
+        manager.attribution(&Route::Default, &asked, &timeout),
+        ("az".to_string(), "dep".to_string()),
+        "the provider the error names; Azure's model is its deployment"
+    );
+    assert_eq!(
+        manager.attribution(&Route::Default, &asked, &Error::Aborted),
+        ("main".to_string(), "gpt-x".to_string()),
+        "no provider named: the route's first, with the model the call asked for"
+    );
+    let route = Route::with_fallback(Some("az".into()), vec!["main".into()]);
+    assert_eq!(
+        manager.attribution(&route, &GenerationConfig::default(), &Error::Aborted),
+        ("az".to_string(), "dep".to_string())
+    );
+}
+
+#[test]
+fn the_status_by_name_is_an_object_in_configuration_order() {
+    let sim = Sim::always(Reply::completion("ok"));
+    let config = LlmConfig::from_json(
+        r#"{ "providers": {
+            "zeta": { "type": "custom", "base_url": "http://z.test/v1" },
+            "alpha": { "type": "custom", "base_url": "http://a.test/v1", "default": true } } }"#,
+    )
+    .unwrap();
+    let manager = ProviderManager::new(&config, Rc::new(sim), &|_| None).unwrap();
+    let text = serde_json::to_string(&manager.status_by_name()).unwrap();
+    assert!(
+        text.starts_with(r#"{"zeta":{"name":"zeta","type":"custom""#),
+        "{text}"
+    );
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["alpha"]["default"], true);
+    assert_eq!(value["zeta"]["available"], true);
 }
 
 #[test]
@@ -426,15 +601,20 @@ fn unavailable_providers_are_shown_with_their_reason_and_answer_with_it() {
     );
     // The default is the unavailable one: a call to it gets the reason, never a fallback.
     let error = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .unwrap_err();
     assert!(
         matches!(&error, Error::Config { field, .. } if field == "providers.openai_main.api_key"),
         "{error:?}"
     );
     assert!(sim.seen().is_empty());
-    sim.run(manager.generate(&"a".into(), &small(), Some("azure"), &no_options()))
-        .expect("azure works");
+    sim.run(manager.generate(
+        &"a".into(),
+        &small(),
+        &Route::provider(Some("azure")),
+        &no_options(),
+    ))
+    .expect("azure works");
     assert_eq!(
         sim.seen()[0].request.headers.get("api-key"),
         Some("from-env-azure-key")
@@ -457,7 +637,7 @@ fn keys_never_appear_in_errors_even_when_the_server_echoes_them() {
     ));
     let manager = one_openai(&sim, 1000, 1_000_000);
     let error = sim
-        .run(manager.generate(&"a".into(), &small(), None, &no_options()))
+        .run(manager.generate(&"a".into(), &small(), &Route::Default, &no_options()))
         .unwrap_err();
     for shown in [
         error.to_string(),
@@ -604,7 +784,7 @@ fn a_finished_call_is_charged_its_real_prompt_plus_its_max_tokens() {
         ..GenerationConfig::default()
     };
     let prompt = Prompt::from("x".repeat(400)); // estimated at 100 + 4 + 3 prompt tokens
-    sim.run(manager.generate(&prompt, &config, None, &no_options()))
+    sim.run(manager.generate(&prompt, &config, &Route::Default, &no_options()))
         .expect("answer");
     let status = manager.provider_status()[0].rate_limiter.clone().unwrap();
     assert_eq!(status.in_flight, 0);
@@ -627,7 +807,7 @@ fn a_streamed_answer_gives_deltas_then_the_whole_response() {
     let manager = one_openai(&sim, 1000, 1_000_000);
     let (deltas, done) = sim.run(async {
         let mut stream = manager
-            .stream(&"q".into(), &small(), None, &no_options())
+            .stream(&"q".into(), &small(), &Route::Default, &no_options())
             .await
             .expect("stream");
         let mut deltas = Vec::new();
@@ -672,7 +852,7 @@ fn a_stream_that_breaks_off_ends_with_an_error() {
     let manager = one_openai(&sim, 1000, 1_000_000);
     let (events, before, after) = sim.run(async {
         let mut stream = manager
-            .stream(&"q".into(), &small(), None, &no_options())
+            .stream(&"q".into(), &small(), &Route::Default, &no_options())
             .await
             .expect("opens");
         let mut events = vec![stream.next().await.expect("a delta")];
@@ -706,7 +886,7 @@ fn a_stream_retries_errors_before_the_body_flows() {
     let manager = one_openai(&sim, 1000, 1_000_000);
     let response = sim.run(async {
         let mut stream = manager
-            .stream(&"q".into(), &small(), None, &no_options())
+            .stream(&"q".into(), &small(), &Route::Default, &no_options())
             .await
             .expect("opens");
         let mut last = None;
@@ -727,7 +907,7 @@ fn dropping_a_call_gives_its_reservation_back() {
     let manager = one_openai(&sim, 1000, 1_000_000);
     sim.run(async {
         let (prompt, config, options) = ("a".into(), small(), no_options());
-        let call = manager.generate(&prompt, &config, None, &options);
+        let call = manager.generate(&prompt, &config, &Route::Default, &options);
         let timer = llm_distiller::runtime::with_timeout(&sim, 50.0, call).await;
         assert!(timer.is_none(), "the call was cut off");
     });

@@ -270,3 +270,145 @@ fn keys_are_never_shown() {
     let provider = Provider::from_config("p", config.provider("p").unwrap(), &|_| None).unwrap();
     assert!(!format!("{provider:?}").contains("sk-very-secret-key"));
 }
+
+#[test]
+fn the_worker_takes_keys_from_secrets_only() {
+    use llm_distiller::config::KeySource;
+    let with_key = r#"{"providers":{"main":{"type":"openai","api_key":"sk-in-the-vars-0000"}}}"#;
+    assert!(
+        LlmConfig::from_json(with_key).is_ok(),
+        "the npm package may"
+    );
+    let error = LlmConfig::from_json_with(with_key, KeySource::SecretsOnly).unwrap_err();
+    let shown = error.to_string();
+    assert_eq!(field_of(error), "providers.main.api_key");
+    assert!(
+        shown.contains("LLM_MAIN_API_KEY") && shown.contains("OPENAI_API_KEY"),
+        "{shown}"
+    );
+    assert!(!shown.contains("sk-in-the-vars-0000"), "{shown}");
+    let without = r#"{"providers":{"main":{"type":"openai"}}}"#;
+    assert!(LlmConfig::from_json_with(without, KeySource::SecretsOnly).is_ok());
+}
+
+#[test]
+fn each_kind_says_its_name_key_variable_and_model() {
+    let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["openai", "azure_openai", "custom"]);
+    for kind in ProviderKind::ALL {
+        let parsed: ProviderKind = serde_json::from_value(json!(kind.as_str())).unwrap();
+        assert_eq!(parsed, kind);
+        assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
+    }
+    let vars: Vec<&str> = ProviderKind::ALL
+        .iter()
+        .map(|k| k.api_key_env_var())
+        .collect();
+    assert_eq!(
+        vars,
+        ["OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "CUSTOM_API_KEY"]
+    );
+    let required: Vec<bool> = ProviderKind::ALL.iter().map(|k| k.key_required()).collect();
+    assert_eq!(required, [true, true, false]);
+
+    let mut azure = ProviderConfig::new(ProviderKind::AzureOpenai);
+    azure.model = "gpt-4o".into();
+    assert_eq!(
+        ProviderKind::AzureOpenai.model(&azure),
+        "gpt-4o",
+        "the model stands for the deployment"
+    );
+    azure.deployment_name = Some("dep".into());
+    assert_eq!(ProviderKind::AzureOpenai.model(&azure), "dep");
+    let asked = GenerationConfig {
+        model: Some("other".into()),
+        ..GenerationConfig::default()
+    };
+    assert_eq!(
+        ProviderKind::AzureOpenai.model_for(&azure, &asked),
+        "dep",
+        "Azure's deployment decides the model"
+    );
+    let openai = ProviderConfig::new(ProviderKind::Openai);
+    assert_eq!(ProviderKind::Openai.model_for(&openai, &asked), "other");
+    assert_eq!(
+        ProviderKind::Openai.model_for(&openai, &GenerationConfig::default()),
+        "gpt-3.5-turbo"
+    );
+}
+
+#[test]
+fn providers_of_one_upstream_share_an_identity_whatever_their_name_or_key() {
+    let provider = |name: &str, json: serde_json::Value| {
+        let config: ProviderConfig = serde_json::from_value(json).unwrap();
+        Provider::from_config(name, &config, &|_| None).unwrap()
+    };
+    let a = provider("a", json!({ "type": "openai", "api_key": "sk-one-000000" }));
+    let b = provider("b", json!({ "type": "openai", "api_key": "sk-two-000000" }));
+    assert_eq!(a.identity(), b.identity());
+    assert_eq!(
+        a.identity(),
+        "openai:https://api.openai.com/v1/chat/completions"
+    );
+    assert!(!a.identity().contains("sk-one"));
+    let azure = |deployment: &str, version: &str| {
+        provider(
+            "az",
+            json!({ "type": "azure_openai", "api_key": "k-000000000", "endpoint": "https://r.openai.azure.com",
+                    "deployment_name": deployment, "api_version": version }),
+        )
+        .identity()
+    };
+    assert_eq!(
+        azure("d1", "2024-10-21"),
+        azure("d1", "2024-06-01"),
+        "the version is not the budget"
+    );
+    assert_ne!(azure("d1", "2024-10-21"), azure("d2", "2024-10-21"));
+}
+
+#[test]
+fn sampling_parameters_are_named_once() {
+    use llm_distiller::config::SAMPLING;
+    let names: Vec<&str> = SAMPLING.iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        [
+            "temperature",
+            "top_p",
+            "frequency_penalty",
+            "presence_penalty"
+        ]
+    );
+    // Each one reads, validates and is sent under its name.
+    for sampling in &SAMPLING {
+        let too_high = format!(r#"{{"{}": {}}}"#, sampling.name, sampling.max + 1.0);
+        let config = GenerationConfig::from_json(&too_high).unwrap();
+        assert_eq!(field_of(config.validate().unwrap_err()), sampling.name);
+        let fine = format!(r#"{{"{}": {}}}"#, sampling.name, sampling.min);
+        let config = GenerationConfig::unset()
+            .read_over(&fine, "config")
+            .unwrap();
+        let sent: Vec<(&str, f64)> = config.sampling().collect();
+        assert_eq!(sent, [(sampling.name, sampling.min)]);
+    }
+}
+
+#[test]
+fn a_config_read_over_unset_keeps_only_what_it_names() {
+    let config = GenerationConfig::unset()
+        .read_over(r#"{"temperature": 0.5, "seed": 1}"#, "")
+        .unwrap();
+    assert_eq!(config.temperature, Some(0.5));
+    assert_eq!(config.max_tokens, None);
+    assert_eq!(config.top_p, None);
+    assert_eq!(config.extra["seed"], 1);
+    let error = GenerationConfig::unset()
+        .read_over(r#"{"top_p": "high"}"#, "")
+        .unwrap_err();
+    assert_eq!(field_of(error), "top_p");
+    let error = GenerationConfig::unset()
+        .read_over(r#"{} trailing"#, "")
+        .unwrap_err();
+    assert!(error.to_string().contains("not valid JSON"), "{error}");
+}

@@ -6,13 +6,13 @@
 
 mod support;
 
-use llm_distiller::chat::{Message, Usage};
+use llm_distiller::chat::{Message, Prompt, Usage};
 use llm_distiller::openai_api::{
-    bearer_token, chunk_event, completion_body, delta_object, error_event, failover_order,
-    parse_chat_request, parse_generate_request, token_matches, too_large, ApiError, ChatRequest,
-    DONE_EVENT, MAX_REQUEST_BYTES,
+    bearer_token, chunk_event, completion_body, delta_object, error_event, parse_chat_request,
+    parse_generate_request, token_matches, too_large, ApiError, ChatRequest, DONE_EVENT,
+    MAX_REQUEST_BYTES,
 };
-use llm_distiller::Error;
+use llm_distiller::{Error, Route};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use support::{assert_invalid, llm_response as response};
@@ -114,7 +114,7 @@ fn a_full_request_keeps_every_parameter() {
         "type": "function",
         "function": { "name": "add", "parameters": { "type": "object", "properties": {} } }
     }]);
-    let messages = json!([
+    let sent = json!([
         { "role": "system", "content": "Be brief." },
         { "role": "user", "content": [{ "type": "text", "text": "2+2?" }], "name": "ann" },
         { "role": "assistant", "content": null,
@@ -123,7 +123,7 @@ fn a_full_request_keeps_every_parameter() {
     ]);
     let body = json!({
         "model": "gpt-4o",
-        "messages": messages,
+        "messages": sent,
         "temperature": 0.2,
         "top_p": 0.5,
         "frequency_penalty": 0.5,
@@ -144,12 +144,12 @@ fn a_full_request_keeps_every_parameter() {
     });
     let chat = parse(&body).unwrap();
 
-    let expected: Vec<Message> = serde_json::from_value(messages).unwrap();
-    assert_eq!(chat.messages, expected, "messages pass through untouched");
-    assert_eq!(chat.messages[1].extra["name"], "ann");
-    assert!(chat.messages[2].extra.contains_key("tool_calls"));
+    let expected: Vec<Message> = serde_json::from_value(sent).unwrap();
+    assert_eq!(messages(&chat), expected, "messages pass through untouched");
+    assert_eq!(messages(&chat)[1].extra["name"], "ann");
+    assert!(messages(&chat)[2].extra.contains_key("tool_calls"));
 
-    let config = &chat.config;
+    let config = &chat.call.config;
     assert_eq!(config.model.as_deref(), Some("gpt-4o"));
     assert_eq!(config.temperature, Some(0.2));
     assert_eq!(config.top_p, Some(0.5));
@@ -188,15 +188,12 @@ fn a_full_request_keeps_every_parameter() {
 
     assert!(chat.stream);
     assert!(chat.include_usage);
-    assert_eq!(chat.provider.as_deref(), Some("main"));
-    assert_eq!(chat.fallback, ["backup", "local"]);
     assert_eq!(
-        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
-        Some(vec![
-            "main".to_string(),
-            "backup".to_string(),
-            "local".to_string()
-        ])
+        chat.call.route,
+        Route::Failover {
+            first: Some("main".to_string()),
+            then: vec!["backup".to_string(), "local".to_string()]
+        }
     );
 }
 
@@ -207,7 +204,7 @@ fn the_config_sent_upstream_holds_no_extension() {
         "stream_options": { "include_usage": true }, "n": 1, "seed": 7
     })))
     .unwrap();
-    let sent = serde_json::to_value(&chat.config).unwrap();
+    let sent = serde_json::to_value(&chat.call.config).unwrap();
     for key in [
         "provider",
         "fallback",
@@ -224,21 +221,19 @@ fn the_config_sent_upstream_holds_no_extension() {
 #[test]
 fn a_minimal_request_leaves_the_providers_defaults() {
     let chat = parse(&json!({ "messages": [{ "role": "user", "content": "Hi" }] })).unwrap();
-    assert_eq!(chat.messages, [Message::new("user", "Hi")]);
-    assert_eq!(chat.config.model, None, "the provider's model");
+    assert_eq!(messages(&chat), [Message::new("user", "Hi")]);
+    assert_eq!(chat.call.config.model, None, "the provider's model");
     // Unset stays unset, as calling OpenAI directly: nothing of the library's defaults.
-    assert_eq!(chat.config.max_tokens, None);
-    assert_eq!(chat.config.temperature, None);
-    assert_eq!(chat.config.top_p, None);
-    assert_eq!(chat.config.frequency_penalty, None);
-    assert_eq!(chat.config.presence_penalty, None);
+    assert_eq!(chat.call.config.max_tokens, None);
+    assert_eq!(chat.call.config.temperature, None);
+    assert_eq!(chat.call.config.top_p, None);
+    assert_eq!(chat.call.config.frequency_penalty, None);
+    assert_eq!(chat.call.config.presence_penalty, None);
     assert!(!chat.stream);
     assert!(!chat.include_usage);
-    assert_eq!(chat.provider, None);
-    assert!(chat.fallback.is_empty());
     assert_eq!(
-        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
-        None,
+        chat.call.route,
+        Route::Default,
         "the default provider alone"
     );
 }
@@ -248,6 +243,7 @@ fn max_tokens_and_max_completion_tokens() {
     let tokens = |extra: Value| {
         parse(&request_with(extra))
             .unwrap()
+            .call
             .config
             .completion_budget()
     };
@@ -261,7 +257,13 @@ fn max_tokens_and_max_completion_tokens() {
 
 #[test]
 fn stop_may_be_a_string_or_a_list() {
-    let stop = |extra: Value| parse(&request_with(extra)).unwrap().config.stop_sequences;
+    let stop = |extra: Value| {
+        parse(&request_with(extra))
+            .unwrap()
+            .call
+            .config
+            .stop_sequences
+    };
     assert_eq!(
         stop(json!({ "stop": "END" })),
         Some(vec!["END".to_string()])
@@ -303,65 +305,73 @@ fn response_format_json_schema_wants_json() {
         "response_format": { "type": "json_schema", "json_schema": { "name": "x", "schema": {} } }
     })))
     .unwrap();
-    assert!(chat.config.wants_json());
+    assert!(chat.call.config.wants_json());
     let chat = parse(&request_with(
         json!({ "response_format": { "type": "text" } }),
     ))
     .unwrap();
-    assert!(!chat.config.wants_json());
+    assert!(!chat.call.config.wants_json());
 }
 
 #[test]
 fn the_provider_comes_from_the_body_else_the_header() {
     let body = request_with(json!({}));
     let bytes = body.to_string();
+    let named = |name: &str| Route::Provider(name.to_string());
     let chat = parse_chat_request(bytes.as_bytes(), Some("from-header")).unwrap();
-    assert_eq!(chat.provider.as_deref(), Some("from-header"));
+    assert_eq!(chat.call.route, named("from-header"));
 
     let body = request_with(json!({ "provider": "from-body" }));
     let chat = parse_chat_request(body.to_string().as_bytes(), Some("from-header")).unwrap();
-    assert_eq!(chat.provider.as_deref(), Some("from-body"), "the body wins");
+    assert_eq!(chat.call.route, named("from-body"), "the body wins");
 
     let chat = parse_chat_request(bytes.as_bytes(), Some("   ")).unwrap();
-    assert_eq!(chat.provider, None, "a blank header names no provider");
+    assert_eq!(
+        chat.call.route,
+        Route::Default,
+        "a blank header names no provider"
+    );
 
     let body = request_with(json!({ "provider": null }));
     let chat = parse_chat_request(body.to_string().as_bytes(), Some("from-header")).unwrap();
-    assert_eq!(chat.provider.as_deref(), Some("from-header"));
+    assert_eq!(chat.call.route, named("from-header"));
 }
 
 #[test]
 fn fallback_may_be_one_name_or_a_list() {
-    let chat = parse(&request_with(
-        json!({ "provider": "main", "fallback": "backup" }),
-    ))
-    .unwrap();
-    assert_eq!(chat.fallback, ["backup"]);
+    let route = |extra: Value| parse(&request_with(extra)).unwrap().call.route;
+    let failover = |first: Option<&str>, then: &[&str]| Route::Failover {
+        first: first.map(str::to_string),
+        then: then.iter().map(|n| n.to_string()).collect(),
+    };
     assert_eq!(
-        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
-        Some(vec!["main".to_string(), "backup".to_string()])
+        route(json!({ "provider": "main", "fallback": "backup" })),
+        failover(Some("main"), &["backup"])
     );
-
-    let chat = parse(&request_with(json!({ "provider": "main" }))).unwrap();
     assert_eq!(
-        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
-        None,
+        route(json!({ "provider": "main" })),
+        Route::Provider("main".to_string()),
         "one named provider, no failover"
     );
-
-    let chat = parse(&request_with(json!({ "provider": "main", "fallback": [] }))).unwrap();
     assert_eq!(
-        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
-        None,
+        route(json!({ "provider": "main", "fallback": [] })),
+        Route::Provider("main".to_string()),
         "an empty fallback is no failover"
     );
-
-    // Without `provider`, the default provider goes first, then the fallbacks (once each).
-    let chat = parse(&request_with(json!({ "fallback": ["backup", "dflt"] }))).unwrap();
+    // Without `provider`, the default provider goes first (the manager resolves it, and
+    // tries each provider once: tests/client.rs).
     assert_eq!(
-        failover_order(chat.provider.as_deref(), &chat.fallback, "dflt"),
-        Some(vec!["dflt".to_string(), "backup".to_string()])
+        route(json!({ "fallback": ["backup", "dflt"] })),
+        failover(None, &["backup", "dflt"])
     );
+}
+
+/// The messages of a chat request's prompt.
+fn messages(chat: &ChatRequest) -> &[Message] {
+    match &chat.call.prompt {
+        Prompt::Messages(messages) => messages,
+        other => panic!("a chat request's prompt is its messages, got {other:?}"),
+    }
 }
 
 #[test]
@@ -383,7 +393,7 @@ fn a_body_over_the_limit_is_a_413() {
     assert_eq!(error.status, 413);
     assert_eq!(error.code.as_deref(), Some("request_too_large"));
     assert!(error.message.contains(&MAX_REQUEST_BYTES.to_string()));
-    assert_eq!(error, too_large());
+    assert_eq!(error, too_large(MAX_REQUEST_BYTES));
 }
 
 #[test]
@@ -749,9 +759,9 @@ proptest! {
         let result = parse(&body);
         assert_refused_well(&result);
         if let Ok(chat) = result {
-            prop_assert!(!chat.messages.is_empty());
-            prop_assert!(chat.config.completion_budget() >= 1);
-            prop_assert!(chat.config.validate().is_ok());
+            prop_assert!(!messages(&chat).is_empty());
+            prop_assert!(chat.call.config.completion_budget() >= 1);
+            prop_assert!(chat.call.config.validate().is_ok());
         }
     }
 }
@@ -1081,6 +1091,10 @@ fn a_chunk_is_one_sse_event_of_the_specs_shape() {
         chunk.get("usage").is_none(),
         "no usage before the end: {chunk}"
     );
+    assert!(
+        chunk.get("system_fingerprint").is_none(),
+        "no fingerprint to give: the field is left out (the spec allows a string, not null)"
+    );
 }
 
 #[test]
@@ -1243,9 +1257,14 @@ fn a_generate_request_is_read_and_checked() {
     )
     .expect("valid");
     assert_eq!(request.config.max_tokens, Some(50));
-    assert_eq!(request.provider.as_deref(), Some("a"));
-    assert_eq!(request.fallback, ["b"]);
-    let stored: Value = serde_json::from_str(&request.stored()).unwrap();
+    assert_eq!(
+        request.route,
+        Route::Failover {
+            first: Some("a".to_string()),
+            then: vec!["b".to_string()]
+        }
+    );
+    let stored: Value = serde_json::from_str(&request.stored).unwrap();
     assert_eq!(stored["prompt"], "2+2?");
     assert_eq!(stored["fallback"], json!(["b"]));
 
@@ -1262,4 +1281,57 @@ fn a_generate_request_is_read_and_checked() {
     assert!(not_utf8.message.contains("UTF-8"), "{not_utf8:?}");
     let huge = vec![b' '; MAX_REQUEST_BYTES + 1];
     assert_eq!(parse_generate_request(&huge).unwrap_err().status, 413);
+}
+
+// ---------------------------------------------------------------------------------------
+// Endpoint::resolve
+
+#[test]
+fn methods_and_paths_name_an_endpoint_or_an_openai_error() {
+    use llm_distiller::endpoints::Endpoint;
+    use llm_distiller::openai_api::Hint;
+    let id = "rsp_0000000000000000000000000001";
+    let cases = [
+        ("POST", "/v1/chat/completions", Endpoint::ChatCompletions),
+        ("POST", "/v1/generate", Endpoint::Generate),
+        ("GET", "/v1/responses", Endpoint::ListResponses),
+        ("GET", "/v1/providers", Endpoint::Providers),
+        ("GET", "/health", Endpoint::Health),
+        ("HEAD", "/health", Endpoint::Health),
+        ("OPTIONS", "/v1/anything", Endpoint::Preflight),
+    ];
+    for (method, path, expected) in cases {
+        assert_eq!(
+            Endpoint::resolve(method, path),
+            Ok(expected),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        Endpoint::resolve("GET", &format!("/v1/responses/{id}")),
+        Ok(Endpoint::GetResponse(id.to_string()))
+    );
+    assert!(!Endpoint::Health.needs_token() && !Endpoint::Preflight.needs_token());
+    assert!(Endpoint::ChatCompletions.needs_token() && Endpoint::Providers.needs_token());
+
+    for (method, path, allow) in [
+        ("GET", "/v1/chat/completions", "POST"),
+        ("DELETE", "/v1/responses", "GET"),
+        ("POST", "/health", "GET, HEAD"),
+    ] {
+        let error = Endpoint::resolve(method, path).unwrap_err();
+        assert_eq!(error.status, 405, "{method} {path}");
+        assert_eq!(error.hint, Some(Hint::Allow(allow)));
+        assert_eq!(error.code.as_deref(), Some("method_not_allowed"));
+    }
+    for path in [
+        "/v1/nope",
+        "/v1/responses/not-an-id",
+        "/",
+        "/v1/chat/completions/x",
+    ] {
+        let error = Endpoint::resolve("GET", path).unwrap_err();
+        assert_eq!(error.status, 404, "{path}");
+        assert_eq!(error.code.as_deref(), Some("not_found"));
+    }
 }

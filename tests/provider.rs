@@ -321,6 +321,7 @@ fn response(content: &str, finish: Option<&str>, unclosed: bool) -> LlmResponse 
         model: "m".into(),
         usage: None,
         finish_reason: finish.map(String::from),
+        response_time: 0.0,
         response_time_ms: 0.0,
         provider: "p".into(),
         id: None,

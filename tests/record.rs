@@ -23,6 +23,7 @@ fn response() -> LlmResponse {
     LlmResponse {
         reasoning: Some("Add them.".into()),
         thinking: Some("Add them.\n\n2 and 2 make 4.".into()),
+        response_time: 0.2505,
         response_time_ms: 250.5,
         attempts: 2,
         waited_ms: 1000.0,

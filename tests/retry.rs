@@ -439,3 +439,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn backoff_alone_for_work_of_ones_own() {
+    let policy = RetryPolicy {
+        max_retries: 2,
+        base_delay_ms: 200.0,
+        ..RetryPolicy::default()
+    };
+    assert_eq!(policy.backoff(0, 0.0), Some(200.0));
+    assert_eq!(policy.backoff(1, 0.0), Some(400.0));
+    assert_eq!(
+        policy.backoff(1, 1.0),
+        Some(300.0),
+        "jittered down by at most a quarter"
+    );
+    assert_eq!(policy.backoff(2, 0.0), None, "no third retry");
+    // next_delay is the same backoff when the server asked for nothing.
+    assert_eq!(
+        policy.next_delay(1, &connection(), 0.5),
+        policy.backoff(1, 0.5)
+    );
+}

@@ -2,11 +2,9 @@
 //! manager and hands back a promise (or, for `stream`, a stream the package's entry makes
 //! async-iterable).
 
-use std::future::Future;
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Promise};
-use serde::de::DeserializeOwned;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::future_to_promise;
@@ -18,10 +16,9 @@ use super::convert::{
 use super::errors::js_error;
 use super::streams::JsCompletionStream;
 use crate::chat::{LlmResponse, Prompt};
-use crate::client::CallOptions;
 use crate::config::GenerationConfig;
 use crate::error::Error;
-use crate::manager::{BatchOptions, ProviderManager};
+use crate::manager::{BatchOptions, ProviderManager, Route};
 use crate::wasm::WasmRuntime;
 
 /// Providers by name with failover, retries, rate limiting, batches and streaming.
@@ -31,38 +28,34 @@ pub struct JsProviderManager {
 }
 
 impl JsProviderManager {
-    /// One answer as a promise: reads the arguments (`target`, the provider or the failover
-    /// order, as `A`), then runs `run` with them, abortable by `options.signal`. Bad
-    /// arguments reject the promise, as every failure of an async call does.
-    fn answer<A, F, Fut>(
+    /// One answer as a promise: reads the arguments, then generates along `route`,
+    /// abortable by `options.signal`. Bad arguments reject the promise, as every failure
+    /// of an async call does.
+    fn answer(
         &self,
         prompt: JsValue,
         config: Option<Object>,
-        (target, target_name): (JsValue, &str),
+        route: Result<Route, JsValue>,
         options: Option<Object>,
-        run: F,
-    ) -> Promise
-    where
-        A: DeserializeOwned,
-        F: FnOnce(
-            Rc<ProviderManager<WasmRuntime>>,
-            A,
-            Prompt,
-            GenerationConfig,
-            CallOptions,
-        ) -> Fut,
-        Fut: Future<Output = Result<LlmResponse, Error>> + 'static,
-    {
-        let arguments = call_arguments(prompt, config, options)
-            .and_then(|call| Ok((from_js::<A>(target, target_name)?, call)));
+    ) -> Promise {
+        let arguments =
+            route.and_then(|route| Ok((route, call_arguments(prompt, config, options)?)));
         match arguments {
-            Ok((target, (prompt, config, call, signal))) => {
-                let answer = run(Rc::clone(&self.inner), target, prompt, config, call);
-                promise(async move { abortable(signal, answer).await })
+            Ok((route, (prompt, config, call, signal))) => {
+                let manager = Rc::clone(&self.inner);
+                promise(async move {
+                    abortable(signal, manager.generate(&prompt, &config, &route, &call)).await
+                })
             }
             Err(error) => Promise::reject(&error),
         }
     }
+}
+
+/// The route to provider `provider` (the default when `null` or `undefined`).
+fn provider_route(provider: JsValue) -> Result<Route, JsValue> {
+    let provider: Option<String> = from_js(provider, "provider")?;
+    Ok(Route::provider(provider.as_deref()))
 }
 
 #[wasm_bindgen(js_class = ProviderManager)]
@@ -90,17 +83,7 @@ impl JsProviderManager {
         #[wasm_bindgen(unchecked_param_type = "string | null")] provider: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Promise {
-        self.answer(
-            prompt,
-            config,
-            (provider, "provider"),
-            options,
-            move |manager, provider: Option<String>, prompt, config, call| async move {
-                manager
-                    .generate(&prompt, &config, provider.as_deref(), &call)
-                    .await
-            },
-        )
+        self.answer(prompt, config, provider_route(provider), options)
     }
 
     /// Tries the providers of `order` (every provider, in configuration order, when
@@ -113,17 +96,9 @@ impl JsProviderManager {
         #[wasm_bindgen(unchecked_param_type = "string[] | null")] order: JsValue,
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Promise {
-        self.answer(
-            prompt,
-            config,
-            (order, "order"),
-            options,
-            move |manager, order: Option<Vec<String>>, prompt, config, call| async move {
-                manager
-                    .generate_with_failover(&prompt, &config, order.as_deref(), &call)
-                    .await
-            },
-        )
+        let route = from_js::<Option<Vec<String>>>(order, "order")
+            .and_then(|order| Route::failover(order).map_err(|e| js_error(&e)));
+        self.answer(prompt, config, route, options)
     }
 
     /// Generates an answer for every prompt, `concurrency` at a time, sharing the rate
@@ -179,13 +154,10 @@ impl JsProviderManager {
         #[wasm_bindgen(unchecked_param_type = "CallOptions | null")] options: Option<Object>,
     ) -> Result<JsCompletionStream, JsValue> {
         let (prompt, config, call, signal) = call_arguments(prompt, config, options)?;
-        let provider: Option<String> = from_js(provider, "provider")?;
+        let route = provider_route(provider)?;
         let manager = Rc::clone(&self.inner);
-        let opening = Box::pin(async move {
-            manager
-                .stream(&prompt, &config, provider.as_deref(), &call)
-                .await
-        });
+        let opening =
+            Box::pin(async move { manager.stream(&prompt, &config, &route, &call).await });
         Ok(JsCompletionStream::new(opening, signal))
     }
 
@@ -195,10 +167,11 @@ impl JsProviderManager {
         self.inner.list_providers()
     }
 
-    /// Every configured provider: type, model, availability and why not, rate limiter.
-    #[wasm_bindgen(skip_typescript, js_name = providerStatus, unchecked_return_type = "ProviderStatus[]")]
+    /// Every configured provider by name: type, model, availability and why not, rate
+    /// limiter (the design's `get_provider_status()`).
+    #[wasm_bindgen(skip_typescript, js_name = providerStatus, unchecked_return_type = "Record<string, ProviderStatus>")]
     pub fn provider_status(&self) -> Result<JsValue, JsValue> {
-        to_js(&self.inner.provider_status())
+        to_js(&self.inner.status_by_name())
     }
 
     /// The default provider's name.

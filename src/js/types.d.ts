@@ -121,8 +121,9 @@ export class ProviderManager {
   stream(prompt: Prompt, config?: GenerationConfig | null, provider?: string | null, options?: CallOptions | null): CompletionStream;
   /** The providers that could be set up. */
   listProviders(): string[];
-  /** Every configured provider, available or not (with the reason), with its rate limiter. */
-  providerStatus(): ProviderStatus[];
+  /** Every configured provider by name, in configuration order, available or not (with
+   * the reason), with its rate limiter (the design's `get_provider_status()`). */
+  providerStatus(): Record<string, ProviderStatus>;
   /** The default provider's name. */
   readonly defaultProvider: string;
   /** Frees the WebAssembly memory now rather than at garbage collection. */

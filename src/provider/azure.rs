@@ -1,29 +1,69 @@
 //! Azure OpenAI: `{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=…`
-//! with an `api-key` header. The deployment stands for the model, so the body carries none.
-//! Pure: builds an [`Endpoint`], sends nothing.
+//! with an `api-key` header. The deployment stands for the model, so the body carries none,
+//! and it is the model the provider reports. A key is required.
+//! Pure: describes the kind, sends nothing.
 
-use super::Endpoint;
+use super::{Endpoint, Kind};
 use crate::config::{ProviderConfig, Secret};
+use crate::error::{Error, Result};
 
-/// The endpoint of an Azure OpenAI deployment. `deployment_name` falls back to `model`,
-/// as in the design.
-pub(super) fn endpoint(config: &ProviderConfig, key: Secret) -> Endpoint {
-    let root = config.endpoint.as_deref().unwrap_or_default();
-    let root = root.trim_end_matches('/');
-    let deployment = config
-        .deployment_name
-        .as_deref()
-        .filter(|d| !d.trim().is_empty())
-        .unwrap_or(&config.model);
-    Endpoint {
-        url: format!(
-            "{root}/openai/deployments/{}/chat/completions?api-version={}",
-            percent_encode(deployment),
-            percent_encode(config.api_version.trim()),
-        ),
-        credential: Some(("api-key", Secret::new(key.expose().trim()))),
-        model: deployment.to_string(),
-        model_in_body: false,
+/// An Azure OpenAI deployment.
+pub(super) struct AzureOpenAi;
+
+impl Kind for AzureOpenAi {
+    fn name(&self) -> &'static str {
+        "azure_openai"
+    }
+
+    fn key_var(&self) -> &'static str {
+        "AZURE_OPENAI_API_KEY"
+    }
+
+    fn key_required(&self) -> bool {
+        true
+    }
+
+    fn validate(&self, config: &ProviderConfig, path: &str) -> Result<()> {
+        if config.endpoint.is_none() {
+            return Err(Error::config(
+                format!("{path}.endpoint"),
+                "is required for azure_openai (https://<resource>.openai.azure.com)",
+            ));
+        }
+        if config.api_version.trim().is_empty() {
+            return Err(Error::config(
+                format!("{path}.api_version"),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deployment: `deployment_name`, else `model`, as in the design.
+    fn model<'a>(&self, config: &'a ProviderConfig) -> &'a str {
+        config
+            .deployment_name
+            .as_deref()
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or(&config.model)
+    }
+
+    fn model_in_body(&self) -> bool {
+        false
+    }
+
+    fn endpoint(&self, config: &ProviderConfig, key: &Secret) -> Endpoint {
+        let root = config.endpoint.as_deref().unwrap_or_default();
+        let deployment = self.model(config);
+        Endpoint {
+            url: format!(
+                "{}/openai/deployments/{}/chat/completions?api-version={}",
+                root.trim_end_matches('/'),
+                percent_encode(deployment),
+                percent_encode(config.api_version.trim()),
+            ),
+            credential: Some(("api-key", Secret::new(key.expose().trim()))),
+        }
     }
 }
 

@@ -1,38 +1,162 @@
 //! Providers as data: how a chat completion maps to HTTP and back, for each kind of upstream.
 //!
-//! A [`Provider`] is set up once from a [`ProviderConfig`]; its kind decides only an
-//! `Endpoint` (the URL and the credential header; see `openai.rs` and `azure.rs`). Everything
-//! after that is shared and pure: [`Provider::build_request`] turns messages and a
-//! [`GenerationConfig`] into an [`HttpRequest`], [`Provider::parse_response`] turns status,
-//! headers and body into a [`Completion`] or a typed [`Error`], and
-//! [`Provider::parse_stream_chunk`] reads one streamed chunk. Nothing here sends anything.
+//! What sets a kind of upstream apart is all in its own file, behind one trait, `Kind`:
+//! [`ProviderKind::Openai`] in `openai.rs`, [`ProviderKind::AzureOpenai`] in `azure.rs`,
+//! [`ProviderKind::Custom`] in `custom.rs`: its name, the environment variable its key is
+//! read from, whether it needs one, the fields it requires, the model it reports, and where
+//! and how requests go (an `Endpoint`: URL and credential header). Everything after that is
+//! shared and pure: [`Provider::build_request`] turns messages and a [`GenerationConfig`]
+//! into an [`HttpRequest`], [`Provider::parse_response`] turns status, headers and body
+//! into a [`Completion`] or a typed [`Error`], and [`Provider::parse_stream_chunk`] reads one
+//! streamed chunk. Nothing here sends anything.
 //!
 //! Every message quoted from an upstream passes through [`Provider::redact`], so the key
 //! never reaches an error, even when a server echoes it back.
 
 mod azure;
+mod custom;
 mod openai;
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::chat::{Message, Usage};
-use crate::config::{GenerationConfig, ProviderConfig, ProviderKind, Secret};
+use crate::config::{GenerationConfig, ProviderConfig, Secret};
 use crate::error::{Error, Result};
 use crate::http::{Headers, HttpRequest};
 use crate::retry::{retry_after_ms, should_retry_header};
 
-/// Where and how to send: the only thing that differs between kinds of provider.
+/// The kind of upstream. Each kind's rules live in its own file (see the module docs).
+// The TypeScript declaration: serde's names are `as_str()`'s (the serde impls below are
+// written out), which the bindings' tests check against the declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify), serde(rename_all = "snake_case"))]
+pub enum ProviderKind {
+    /// api.openai.com, or an OpenAI-compatible `base_url` that needs a key.
+    Openai,
+    /// Azure OpenAI: deployment path, `api-key` header, `api-version` query.
+    AzureOpenai,
+    /// An OpenAI-compatible server at `base_url` (Ollama, vLLM, a proxy); a key is optional.
+    Custom,
+}
+
+impl ProviderKind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [ProviderKind; 3] = [
+        ProviderKind::Openai,
+        ProviderKind::AzureOpenai,
+        ProviderKind::Custom,
+    ];
+
+    /// The rules of this kind: the one `match` on the kind in the crate.
+    fn rules(self) -> &'static dyn Kind {
+        match self {
+            ProviderKind::Openai => &openai::OpenAi,
+            ProviderKind::AzureOpenai => &azure::AzureOpenAi,
+            ProviderKind::Custom => &custom::Custom,
+        }
+    }
+
+    /// The name used in configuration (`openai`, `azure_openai`, `custom`).
+    pub fn as_str(self) -> &'static str {
+        self.rules().name()
+    }
+
+    /// The environment variable (in the Worker: the secret) an empty `api_key` is read from
+    /// when the provider's own ([`provider_key_var`]) is not set.
+    pub fn api_key_env_var(self) -> &'static str {
+        self.rules().key_var()
+    }
+
+    /// Whether a call needs a key (a `custom` server may do without).
+    pub fn key_required(self) -> bool {
+        self.rules().key_required()
+    }
+
+    /// Checks the fields this kind requires; `path` names the provider (`providers.main`).
+    pub fn validate(self, config: &ProviderConfig, path: &str) -> Result<()> {
+        self.rules().validate(config, path)
+    }
+
+    /// The model a provider of this kind reports and calls when a call names none (Azure:
+    /// the deployment).
+    pub fn model(self, config: &ProviderConfig) -> &str {
+        self.rules().model(config)
+    }
+
+    /// The model a call with `call` gets from a provider configured as `provider`: the
+    /// call's own, else the provider's; for a kind whose URL names the model (Azure's
+    /// deployment), always the provider's.
+    pub fn model_for<'a>(
+        self,
+        provider: &'a ProviderConfig,
+        call: &'a GenerationConfig,
+    ) -> &'a str {
+        let own = self.model(provider);
+        if !self.rules().model_in_body() {
+            return own;
+        }
+        call.model.as_deref().unwrap_or(own)
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ProviderKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderKind {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        ProviderKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
+                serde::de::Error::custom(format!(
+                    "unknown provider type `{name}`, expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+/// What sets one kind of upstream apart; each kind's file implements it.
+trait Kind: Sync {
+    /// The name in configuration.
+    fn name(&self) -> &'static str;
+    /// The environment variable an empty `api_key` is read from.
+    fn key_var(&self) -> &'static str;
+    /// Whether a call needs a key.
+    fn key_required(&self) -> bool;
+    /// Checks the fields this kind needs, beyond the rules every provider shares.
+    fn validate(&self, config: &ProviderConfig, path: &str) -> Result<()>;
+    /// The model reported, and called when a call names none.
+    fn model<'a>(&self, config: &'a ProviderConfig) -> &'a str;
+    /// Whether the body names the model (else the URL decides it).
+    fn model_in_body(&self) -> bool {
+        true
+    }
+    /// Where and how to send, once the key is known.
+    fn endpoint(&self, config: &ProviderConfig, key: &Secret) -> Endpoint;
+}
+
+/// Where and how to send.
 #[derive(Clone, Debug)]
 struct Endpoint {
     /// The chat-completions URL, query included.
     url: String,
     /// The credential header, if the provider has a key.
     credential: Option<(&'static str, Secret)>,
-    /// The model (Azure: the deployment), reported when the response names none.
-    model: String,
-    /// Whether the body carries `model` (Azure's deployment path decides it instead).
-    model_in_body: bool,
 }
 
 /// One configured upstream, ready to build requests and read responses.
@@ -48,10 +172,11 @@ pub struct Provider {
 const MAX_QUOTED_CHARS: usize = 500;
 
 impl Provider {
-    /// Sets up provider `name`. An empty `api_key` is looked up with `env`: first the
-    /// provider's own variable ([`provider_key_var`]), then the kind's (`OPENAI_API_KEY`,
-    /// `AZURE_OPENAI_API_KEY`, `CUSTOM_API_KEY`).
-    /// OpenAI and Azure need a key; a `custom` server may do without.
+    /// Sets up provider `name` from a configuration that passed
+    /// [`ProviderConfig::validate`] (checked again here). An empty `api_key` is looked up
+    /// with `env`: first the provider's own variable ([`provider_key_var`]), then the
+    /// kind's ([`ProviderKind::api_key_env_var`]). Fails when the kind needs a key and
+    /// none is found, or the key holds control characters.
     pub fn from_config(
         name: &str,
         config: &ProviderConfig,
@@ -69,7 +194,7 @@ impl Provider {
         } else {
             config.api_key.clone()
         };
-        if key.is_empty() && config.kind != ProviderKind::Custom {
+        if key.is_empty() && config.kind.key_required() {
             return Err(Error::config(
                 format!("{path}.api_key"),
                 format!("no API key: set api_key, or the {own_var} or {var} environment variable (a secret)"),
@@ -81,16 +206,22 @@ impl Provider {
                 "contains control characters",
             ));
         }
-        let endpoint = match config.kind {
-            ProviderKind::Openai | ProviderKind::Custom => openai::endpoint(config, key.clone()),
-            ProviderKind::AzureOpenai => azure::endpoint(config, key.clone()),
-        };
+        let endpoint = config.kind.rules().endpoint(config, &key);
         Ok(Provider {
             name: name.to_string(),
             config: config.clone(),
             endpoint,
             key,
         })
+    }
+
+    /// What identifies the upstream this provider calls, whatever its name or key: its kind
+    /// and URL without the query (for Azure, the endpoint and the deployment). Two
+    /// providers with the same identity share the server's budget.
+    pub fn identity(&self) -> String {
+        let url = &self.endpoint.url;
+        let url = url.split_once('?').map_or(url.as_str(), |(path, _)| path);
+        format!("{}:{url}", self.config.kind)
     }
 
     /// The configured name.
@@ -105,12 +236,12 @@ impl Provider {
 
     /// The model requests go to when the call names none (Azure: the deployment).
     pub fn model(&self) -> &str {
-        &self.endpoint.model
+        self.config.kind.model(&self.config)
     }
 
-    /// The model a call with `config` asks for: its own, else [`Self::model`].
+    /// The model a call with `config` gets (see [`ProviderKind::model_for`]).
     pub fn model_for<'a>(&'a self, config: &'a GenerationConfig) -> &'a str {
-        config.model.as_deref().unwrap_or(&self.endpoint.model)
+        self.config.kind.model_for(&self.config, config)
     }
 
     /// Builds the HTTP request for `messages` under `config`; `stream` asks for
@@ -123,7 +254,7 @@ impl Provider {
     ) -> Result<HttpRequest> {
         config.validate()?;
         let mut body = Map::new();
-        if self.endpoint.model_in_body {
+        if self.config.kind.rules().model_in_body() {
             body.insert("model".into(), self.model_for(config).into());
         }
         body.insert(
@@ -139,16 +270,8 @@ impl Provider {
         if let Some(max_tokens) = max_tokens {
             body.insert("max_tokens".into(), max_tokens.into());
         }
-        let numbers = [
-            ("temperature", config.temperature),
-            ("top_p", config.top_p),
-            ("frequency_penalty", config.frequency_penalty),
-            ("presence_penalty", config.presence_penalty),
-        ];
-        for (key, value) in numbers {
-            if let Some(value) = value {
-                body.insert(key.into(), value.into());
-            }
+        for (key, value) in config.sampling() {
+            body.insert(key.into(), value.into());
         }
         if let Some(stop) = config.stop_sequences.as_ref().filter(|s| !s.is_empty()) {
             body.insert("stop".into(), stop.clone().into());
@@ -225,7 +348,7 @@ impl Provider {
             model: wire
                 .model
                 .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| self.endpoint.model.clone()),
+                .unwrap_or_else(|| self.model().to_string()),
             content: message.content.unwrap_or_default(),
             reasoning: reasoning_of(&message.reasoning_content, &message.reasoning),
             finish_reason: choice.finish_reason,

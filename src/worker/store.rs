@@ -1,5 +1,6 @@
 //! The D1 store: one `INSERT` per answer (one round trip, bound parameters only), retried
-//! and logged when it fails, and the reads behind `GET /v1/responses`.
+//! with [`RetryPolicy`]'s backoff and logged when it keeps failing, and the reads behind
+//! `GET /v1/responses`.
 //!
 //! What a row holds and where it goes is decided in [`crate::record`]; this module only
 //! binds it to SQL. No user data is ever part of an SQL text.
@@ -9,11 +10,18 @@ use wasm_bindgen::JsValue;
 use worker::{console_error, console_warn, D1Database};
 
 use crate::record::{ListQuery, Record};
+use crate::retry::RetryPolicy;
 use crate::runtime::Runtime;
 use crate::wasm::WasmRuntime;
 
-/// Attempts per row before giving up (and logging the row, so it can be recovered).
-const WRITE_ATTEMPTS: u32 = 4;
+/// Retries of a row's write before giving up (and logging the row, so it can be
+/// recovered): 3, after about 0.2, 0.4 and 0.8 s.
+const WRITE_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 3,
+    base_delay_ms: 200.0,
+    max_backoff_ms: 5_000.0,
+    max_wait_ms: 5_000.0,
+};
 
 const COLUMNS: &str =
     "id, created_at, provider, model, request, content, thinking, reasoning, finish_reason, \
@@ -61,26 +69,31 @@ pub async fn insert(db: &D1Database, record: &Record) {
         placeholders.join(", ")
     );
     let runtime = WasmRuntime;
-    for attempt in 1..=WRITE_ATTEMPTS {
+    let mut attempt = 0;
+    loop {
         let outcome = match db.prepare(sql.as_str()).bind(&values) {
             Ok(statement) => statement.run().await.map(|_| ()),
             Err(e) => Err(e),
         };
-        match outcome {
-            Ok(()) => return,
-            Err(e) if attempt < WRITE_ATTEMPTS => {
+        let Err(e) = outcome else { return };
+        match WRITE_RETRY.backoff(attempt, runtime.random()) {
+            Some(delay) => {
                 console_warn!(
-                    "storing response {} failed (attempt {attempt} of {WRITE_ATTEMPTS}): {e}",
-                    record.id
+                    "storing response {} failed (attempt {}): {e}",
+                    record.id,
+                    attempt + 1
                 );
-                runtime.sleep(100.0 * f64::from(1u32 << attempt)).await;
+                runtime.sleep(delay).await;
+                attempt += 1;
             }
-            Err(e) => {
+            None => {
                 let row = serde_json::to_string(record).unwrap_or_default();
                 console_error!(
-                    "storing response {} failed {WRITE_ATTEMPTS} times, last: {e}; the row: {row}",
-                    record.id
+                    "storing response {} failed {} times, last: {e}; the row: {row}",
+                    record.id,
+                    attempt + 1
                 );
+                return;
             }
         }
     }

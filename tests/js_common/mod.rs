@@ -159,8 +159,11 @@ async fn rate_limited_answers_are_retried_after_the_servers_wait() {
     assert!(at[1] - at[0] >= 290.0 && at[2] - at[1] >= 290.0, "{at:?}");
     // The limiter saw the headers: the server's limit, and nothing left in flight.
     let status = rust(&manager.provider_status().unwrap());
-    assert_eq!(status[0]["rate_limiter"]["api_requests_per_minute"], 10000);
-    assert_eq!(status[0]["rate_limiter"]["in_flight"], 0);
+    assert_eq!(
+        status["main"]["rate_limiter"]["api_requests_per_minute"],
+        10000
+    );
+    assert_eq!(status["main"]["rate_limiter"]["in_flight"], 0);
 }
 
 #[wasm_bindgen_test]
@@ -519,4 +522,23 @@ fn the_rate_limiter_is_usable_on_its_own() {
     assert_eq!(status["api_tokens_per_minute"], 500);
     // Only `second` is in flight: it is not reconciled yet, and reserveWait's are never.
     assert_eq!(status["in_flight"], 1);
+}
+
+#[wasm_bindgen_test]
+fn the_declared_provider_types_are_the_names_the_configuration_accepts() {
+    use llm_distiller::provider::ProviderKind;
+    use tsify::Tsify;
+
+    // ProviderKind's serde impls are written out (its names come from each kind's rules);
+    // its TypeScript declaration is derived from the variants: the two must agree.
+    let names: Vec<String> = ProviderKind::ALL
+        .iter()
+        .map(|kind| format!("\"{}\"", kind.as_str()))
+        .collect();
+    let declared = format!("export type ProviderKind = {};", names.join(" | "));
+    assert!(
+        <ProviderKind as Tsify>::DECL.contains(&declared),
+        "{}",
+        <ProviderKind as Tsify>::DECL
+    );
 }

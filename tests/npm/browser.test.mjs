@@ -123,7 +123,7 @@ test('the package loads in Chromium and generates and streams against the upstre
     });
     assert.match(message, /provider 'limited' is rate limited/);
 
-    const byName = Object.fromEntries(results.status.map((s) => [s.name, s]));
+    const byName = results.status;
     assert.equal(byName.keyed.available, true);
     assert.equal(byName.keyed.rate_limiter.api_requests_per_minute, 10_000, 'x-ratelimit-* headers are readable cross-origin');
     assert.equal(byName.keyless.available, false);

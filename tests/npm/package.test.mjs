@@ -230,6 +230,7 @@ test('generate returns the answer, its thinking, usage and the raw response', TE
   assert.match(text.id, /^chatcmpl-\d+$/);
   assert.equal(typeof text.response_time_ms, 'number');
   assert.ok(text.response_time_ms >= 0);
+  assert.equal(text.response_time, text.response_time_ms / 1000, "the design's response_time, in seconds");
   assert.equal(typeof text.waited_ms, 'number');
   const { prompt_tokens, completion_tokens, total_tokens } = text.usage;
   assert.ok(prompt_tokens > 0 && completion_tokens > 0, JSON.stringify(text.usage));
@@ -680,7 +681,7 @@ test('an empty api_key is read from OPENAI_API_KEY in process.env', TEST, async 
   `;
   const result = await program('env-key', source, { OPENAI_API_KEY: `sk-from-env-${key}` });
   assert.equal(result.content, 'Answer to: Who am I?', 'the `auth` scenario accepted the bearer token');
-  assert.equal(result.status[0].available, true);
+  assert.equal(result.status.openai.available, true);
   assert.ok(!JSON.stringify(result.status).includes('sk-from-env'), 'the key is not in providerStatus()');
   const [entry] = await upstreamLog(upstream, key);
   assert.equal(entry.headers.authorization, 'present');
@@ -705,7 +706,8 @@ test('without OPENAI_API_KEY the provider is unavailable, with the reason, and o
       openai: await rejection(manager.generate("Still here?", null, "openai")),
     });
   `);
-  const [openai, local] = result.status;
+  assert.deepEqual(Object.keys(result.status), ['openai', 'local'], 'keyed by name, in configuration order');
+  const { openai, local } = result.status;
   assert.equal(openai.name, 'openai');
   assert.equal(openai.type, 'openai');
   assert.equal(openai.model, 'gpt-4o');
@@ -741,12 +743,12 @@ test('concurrent calls share the provider\'s rate limiter', TEST, async () => {
         },
       },
     });
-    const before = manager.providerStatus()[0].rate_limiter;
+    const before = manager.providerStatus().local.rate_limiter;
     const [a, b] = await Promise.all([
       manager.generate("first", { max_tokens: 305000 }),
       manager.generate("second", { max_tokens: 305000 }),
     ]);
-    report({ waited: [a.waited_ms, b.waited_ms], before, after: manager.providerStatus()[0].rate_limiter });
+    report({ waited: [a.waited_ms, b.waited_ms], before, after: manager.providerStatus().local.rate_limiter });
   `);
   const log = await upstreamLog(upstream, key);
   assert.equal(log.length, 2);

@@ -67,8 +67,8 @@ manager.defaultProvider = "other";
 void names;
 void defaultName;
 
-const statuses: ProviderStatus[] = manager.providerStatus();
-for (const status of statuses) {
+const statuses: Record<string, ProviderStatus> = manager.providerStatus();
+for (const status of Object.values(statuses)) {
   const reason: string | null = status.reason;
   const kind: "openai" | "azure_openai" | "custom" = status.type;
   if (status.rate_limiter !== null) {

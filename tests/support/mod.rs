@@ -301,6 +301,7 @@ pub fn llm_response() -> LlmResponse {
             total_tokens: 18,
         }),
         finish_reason: Some("stop".into()),
+        response_time: 0.25,
         response_time_ms: 250.0,
         provider: "main".into(),
         id: Some("chatcmpl-upstream".into()),
