@@ -254,7 +254,6 @@ pub struct LlmResponse {
     /// Why the model stopped: `stop`, `length`, `content_filter`, `tool_calls`, …
     pub finish_reason: Option<String>,
     /// How long the successful attempt took, in seconds (the design's `response_time`).
-    #[serde(default)]
     pub response_time: f64,
     /// The same in milliseconds.
     pub response_time_ms: f64,
