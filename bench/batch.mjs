@@ -25,9 +25,9 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 let distiller;
 try {
-  distiller = await import(new URL('../pkg/index.js', import.meta.url));
+  distiller = await import(new URL('../pkg/node.js', import.meta.url));
 } catch (error) {
-  console.error(`bench: cannot load pkg/index.js (${error.message}); run scripts/build-pkg.sh`);
+  console.error(`bench: cannot load pkg/node.js (${error.message}); run scripts/build-pkg.sh`);
   process.exit(1);
 }
 const { ProviderManager } = distiller;

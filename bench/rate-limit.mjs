@@ -36,9 +36,9 @@ const N = quick ? 40 : 100;
 
 let distiller;
 try {
-  distiller = await import(new URL("../pkg/index.js", import.meta.url));
+  distiller = await import(new URL("../pkg/node.js", import.meta.url));
 } catch (error) {
-  console.error(`bench: cannot load pkg/index.js (${error.message}); run scripts/build-pkg.sh`);
+  console.error(`bench: cannot load pkg/node.js (${error.message}); run scripts/build-pkg.sh`);
   process.exit(1);
 }
 const { RateLimiter } = distiller;

@@ -83,17 +83,17 @@ function bundle(source) {
 
 const rows = [];
 
-// llm-distiller's npm package: the files an app loads (index.js imports the glue, which
-// fetches the .wasm), and the whole directory as installed.
+// llm-distiller's npm package: the files a browser app loads (browser.js imports api.js and
+// the glue, and fetches the .wasm), and the whole directory as installed.
 {
   const wasm = at('pkg/llm_distiller_bg.wasm');
-  const glue = [at('pkg/index.js'), at('pkg/llm_distiller.js'), ...filesUnder(at('pkg/snippets'))];
+  const glue = [at('pkg/browser.js'), at('pkg/api.js'), at('pkg/llm_distiller.js'), ...filesUnder(at('pkg/snippets'))];
   rows.push({
     name: 'llm-distiller npm package (`pkg/`): `.wasm`',
     shipped: sizeOf([wasm]),
     gzipped: gzOf([wasm]),
   });
-  rows.push({ name: 'llm-distiller npm package: JS glue (`index.js`, `llm_distiller.js`, snippets)', shipped: sizeOf(glue), gzipped: gzOf(glue) });
+  rows.push({ name: 'llm-distiller npm package: JS glue (`browser.js`, `api.js`, `llm_distiller.js`, snippets)', shipped: sizeOf(glue), gzipped: gzOf(glue) });
   rows.push({
     name: '**llm-distiller npm package, all it ships**',
     shipped: sizeOf([wasm, ...glue]),

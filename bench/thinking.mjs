@@ -35,9 +35,9 @@ const pkgArg = process.argv.find((a) => a.startsWith("--pkg="))?.slice("--pkg=".
 const pkgUrl = pkgArg ? pathToFileURL(`${path.resolve(pkgArg)}/`) : new URL("../pkg/", import.meta.url);
 let distiller;
 try {
-  distiller = await import(new URL("index.js", pkgUrl));
+  distiller = await import(new URL("node.js", pkgUrl));
 } catch (error) {
-  console.error(`bench: cannot load ${new URL("index.js", pkgUrl).pathname} (${error.message}); run scripts/build-pkg.sh`);
+  console.error(`bench: cannot load ${new URL("node.js", pkgUrl).pathname} (${error.message}); run scripts/build-pkg.sh`);
   process.exit(1);
 }
 const { extractThinking, ThinkingStream } = distiller;

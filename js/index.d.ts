@@ -1,7 +1,8 @@
-// The package's API: the classes and function index.js exports, and every type they use.
-// (wasm-bindgen's own loader, initSync and its types, stays internal: index.js loads the
-// module itself.)
-export { ProviderManager, CompletionStream, ThinkingStream, RateLimiter, extractThinking } from "./llm_distiller.js";
+// The package's API, the same from every entry: the classes and function api.js exports,
+// and every type they use. api.d.ts is wasm-bindgen's declarations without its loader
+// (initSync, InitInput, ...): the entries load the module themselves, and the loader's
+// types name DOM types that a Node-only TypeScript project does not have.
+export { ProviderManager, CompletionStream, ThinkingStream, RateLimiter, extractThinking } from "./api.js";
 export type {
   Prompt,
   Message,
@@ -26,4 +27,4 @@ export type {
   ProviderStatus,
   ErrorCode,
   LlmDistillerError,
-} from "./llm_distiller.js";
+} from "./api.js";

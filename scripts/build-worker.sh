@@ -19,4 +19,4 @@ mkdir -p build/site
 find build/site -mindepth 1 -delete
 mkdir -p build/site/pkg
 cp -R www/. build/site/
-cp -R pkg/index.js pkg/llm_distiller.js pkg/llm_distiller_bg.wasm pkg/snippets build/site/pkg/
+cp -R pkg/browser.js pkg/api.js pkg/llm_distiller.js pkg/llm_distiller_bg.wasm pkg/snippets build/site/pkg/

@@ -71,6 +71,7 @@ pub struct BudgetStatus {
 
 /// How a shared limiter is doing, as one isolate sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct SharedStatus {
     /// What identifies the upstream, and so the shared limiter (never a key).
     pub object: String,
@@ -91,6 +92,7 @@ pub struct SharedStatus {
 
 /// Where reservations come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 #[serde(rename_all = "snake_case")]
 pub enum SharedMode {
     /// The shared limiter answers.

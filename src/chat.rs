@@ -89,6 +89,7 @@ impl Message {
 /// What to ask: text, or a whole conversation.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub enum Prompt {
     /// A user message; the config's `system_prompt` goes before it.
     Text(String),
@@ -200,20 +201,43 @@ pub fn validate_messages(messages: &[Message]) -> Result<()> {
 
 /// Token counts as the provider reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ReportedUsage")]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default)]
     pub prompt_tokens: u64,
     /// Tokens generated.
-    #[serde(default)]
     pub completion_tokens: u64,
     /// Their sum.
-    #[serde(default)]
     pub total_tokens: u64,
+}
+
+/// [`Usage`] as a provider sends it: a count left out reads as 0. A twin rather than
+/// `#[serde(default)]` on `Usage`'s own fields, which would make them optional in the
+/// TypeScript declarations derived from it, where an answer always carries all three.
+#[derive(Deserialize)]
+struct ReportedUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    total_tokens: u64,
+}
+
+impl From<ReportedUsage> for Usage {
+    fn from(reported: ReportedUsage) -> Self {
+        Usage {
+            prompt_tokens: reported.prompt_tokens,
+            completion_tokens: reported.completion_tokens,
+            total_tokens: reported.total_tokens,
+        }
+    }
 }
 
 /// A finished answer, with its thinking separated (the design's `LLMResponse`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct LlmResponse {
     /// The answer, thinking blocks removed, trimmed.
     pub content: String,
@@ -230,7 +254,6 @@ pub struct LlmResponse {
     /// Why the model stopped: `stop`, `length`, `content_filter`, `tool_calls`, …
     pub finish_reason: Option<String>,
     /// How long the successful attempt took, in seconds (the design's `response_time`).
-    #[serde(default)]
     pub response_time: f64,
     /// The same in milliseconds.
     pub response_time_ms: f64,
@@ -243,5 +266,30 @@ pub struct LlmResponse {
     /// Time spent waiting for the rate limiter and between retries, in milliseconds.
     pub waited_ms: f64,
     /// The provider's response body as JSON (for a streamed answer: the assembled one).
+    #[cfg_attr(feature = "js", tsify(type = "Record<string, unknown> | null"))]
     pub raw_response: Option<Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_count_the_provider_left_out_reads_as_zero_and_every_count_is_written() {
+        let usage: Usage =
+            serde_json::from_str(r#"{"prompt_tokens": 3, "total_tokens": 3}"#).unwrap();
+        assert_eq!(
+            usage,
+            Usage {
+                prompt_tokens: 3,
+                completion_tokens: 0,
+                total_tokens: 3
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(usage).unwrap(),
+            serde_json::json!({ "prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3 })
+        );
+        assert!(serde_json::from_str::<Usage>(r#"{"prompt_tokens": "3"}"#).is_err());
+    }
 }

@@ -29,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// Per-call options.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct CallOptions {
     /// Overrides the provider's `timeout_ms` for each attempt of this call. For a stream,
     /// it bounds the wait for the headers and every gap between chunks.

@@ -331,6 +331,7 @@ fn check_range(field: &str, value: Option<f64>, min: f64, max: f64) -> Result<()
 /// A secret string (an API key): shown as `[redacted]` by `Debug` and never serialized.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct Secret(String);
 
 impl Secret {
@@ -392,11 +393,15 @@ impl RateLimitConfig {
 /// One upstream (the design's `ProviderConfig`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct ProviderConfig {
     /// `openai`, `azure_openai` or `custom`.
     #[serde(rename = "type")]
     pub kind: ProviderKind,
-    /// The key; empty means: read it from the environment (see [`ProviderKind::api_key_env_var`]).
+    /// The key. Empty: read from the environment (Node's `process.env`, the Worker's
+    /// secrets), first `LLM_<NAME>_API_KEY` (the provider's name upper-cased, anything but
+    /// letters and digits as `_`, so two providers of one type can have two keys), then the
+    /// type's `OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY` or `CUSTOM_API_KEY`.
     #[serde(default)]
     pub api_key: Secret,
     /// The API root for `openai` (default OpenAI's) and `custom` (required).
@@ -518,8 +523,10 @@ fn check_http_url(field: &str, url: &str) -> Result<()> {
 /// The whole client configuration (the design's `LLMConfig`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct LlmConfig {
     /// Providers by name, in the order they were written.
+    #[cfg_attr(feature = "js", tsify(type = "Record<string, ProviderConfig>"))]
     #[serde(
         deserialize_with = "deserialize_ordered",
         serialize_with = "serialize_ordered"
@@ -530,6 +537,7 @@ pub struct LlmConfig {
     pub default_provider: Option<String>,
     /// Free-form processing settings, kept as given.
     #[serde(default)]
+    #[cfg_attr(feature = "js", tsify(type = "Record<string, unknown>"))]
     pub processing: Map<String, Value>,
 }
 

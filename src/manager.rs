@@ -99,6 +99,7 @@ pub struct ProviderManager<R: Runtime> {
 
 /// One provider as [`ProviderManager::provider_status`] shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct ProviderStatus {
     /// The configured name.
     pub name: String,
@@ -138,6 +139,7 @@ impl Serialize for StatusByName {
 /// How a batch runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct BatchOptions {
     /// Calls in flight at once (default 8, at least 1).
     pub concurrency: usize,

@@ -48,13 +48,15 @@ const MAX_TIME_MS: f64 = 9_007_199_254_740_992.0;
 /// also clamps a 0 to 1 rather than dividing by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
+#[cfg_attr(feature = "js", tsify(rename = "RateLimitConfig"))]
 pub struct RateLimits {
     /// Requests per minute, at least 1 (default 60).
     pub requests_per_minute: u32,
     /// Tokens (prompt plus completion) per minute, at least 1 (default 90,000).
     pub tokens_per_minute: u32,
-    /// How the request limit refills (default [`RequestRefill::Continuous`], the bucket
-    /// OpenAI and Azure OpenAI enforce).
+    /// How the request limit refills (default `continuous`, the bucket OpenAI and Azure
+    /// OpenAI enforce).
     pub requests_refill: RequestRefill,
 }
 
@@ -71,6 +73,7 @@ impl Default for RateLimits {
 /// How the requests-per-minute limit is enforced: what "N requests per minute" promises.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub enum RequestRefill {
     /// An exact sliding window: no 60-second window ever holds more than N starts. The
     /// strict reading, safe against any server, and the one to choose when the limit is a
@@ -89,6 +92,7 @@ pub enum RequestRefill {
 /// Hand it back exactly once, to [`RateLimiter::reconcile`] when the request finished
 /// (successfully or not) or to [`RateLimiter::cancel`] when it was never sent.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct Reservation {
     /// A number unique within its limiter, for the caller's bookkeeping and logs.
     pub id: u64,
@@ -108,6 +112,7 @@ pub struct Reservation {
 
 /// A snapshot of a limiter's state, for status pages and logs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct RateLimitStatus {
     /// Requests that started (were scheduled to start) in the last 60 seconds.
     pub requests_per_minute: u32,

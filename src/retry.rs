@@ -19,6 +19,7 @@ use crate::Error;
 /// deserializes. The durations are milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct RetryPolicy {
     /// Retries after the first failure; `0` never retries. Default 3.
     pub max_retries: u32,

@@ -64,6 +64,7 @@ const FALLBACK_IDS: u64 = 1 << 52;
 /// configuration; only the Worker has one).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct SharedLimit {
     /// The share of the budget an isolate spends on its own while the shared limiter
     /// cannot be reached, more than 0 and at most 1 (default 0.5). Isolates that fall back

@@ -52,6 +52,7 @@ pub const SEPARATOR: &str = "\n\n";
 
 /// Result of a one-shot extraction.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct Extracted {
     /// The text with every thinking block removed, then trimmed.
     pub content: String,
@@ -85,6 +86,7 @@ pub struct Spans {
 /// Appending every delta of a stream, in order, gives the one-shot [`Extracted`] content and
 /// thinking exactly (see [`ThinkingStream`] for the conditions).
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct ThinkingDelta {
     /// New answer text.
     pub content: String,

@@ -6,7 +6,7 @@
 // No framework and no build step: this module runs as served. The Worker URL and the
 // access token live in sessionStorage only (this tab), never in localStorage or a cookie.
 
-import { ThinkingStream, ProviderManager } from "./pkg/index.js";
+import { ThinkingStream, ProviderManager } from "./pkg/browser.js";
 
 window.__appReady = true;
 

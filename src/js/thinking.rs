@@ -243,9 +243,13 @@ fn delta_object(delta: &ThinkingDelta) -> JsValue {
     object.into()
 }
 
-#[derive(serde::Deserialize, Default)]
+/// Options of a `ThinkingStream`.
+#[derive(serde::Deserialize, Default, tsify::Tsify)]
 #[serde(default, deny_unknown_fields)]
+#[tsify(rename = "ThinkingStreamOptions")]
 struct JsStreamOptions {
+    /// The text begins inside a thinking block (a prompt template pre-filled `<think>`).
     starts_in_thinking: bool,
+    /// The tag names, matched case-insensitively (default `thinking`, `reasoning`, `think`).
     tags: Option<Vec<String>>,
 }

@@ -1,5 +1,10 @@
-/** What to ask: a user message, or a whole OpenAI `messages` array. */
-export type Prompt = string | Message[];
+// The declarations that cannot be derived from a Rust type (wasm-bindgen adds this file to
+// the .d.ts after the ones tsify derives from the core's types: LlmConfig, ProviderConfig,
+// RateLimitConfig, RetryPolicy, LlmResponse, Usage, RateLimitStatus, ProviderStatus,
+// Reservation, Prompt, Extracted, ThinkingDelta, ThinkingStreamOptions, and the data of
+// CallOptions and BatchOptions): the classes as the package's entry exposes them, what only
+// JavaScript passes or receives, and the types whose Rust side deserializes by hand
+// (Message, GenerationConfig: their derive would describe the struct, not what is accepted).
 
 /** One chat message, as the OpenAI API defines it. */
 export interface Message {
@@ -44,83 +49,18 @@ export interface GenerationConfig {
   [parameter: string]: unknown;
 }
 
-/** A provider's budget. */
-export interface RateLimitConfig {
-  /** At least 1, default 60. */
-  requests_per_minute?: number;
-  /** At least 1, default 90,000. */
-  tokens_per_minute?: number;
-  /**
-   * `"continuous"` (default): a bucket refilling continuously, as OpenAI and Azure enforce it.
-   * `"window"`: never more than `requests_per_minute` starts in any 60 s.
-   */
-  requests_refill?: "window" | "continuous";
-}
+/** The public name of a provider's kind (the Rust `ProviderKind`). */
+export type ProviderType = ProviderKind;
 
-/** Retries and backoff. */
-export interface RetryPolicy {
-  /** Default 3. */
-  max_retries?: number;
-  /** Default 1000: the first backoff, doubled each retry. */
-  base_delay_ms?: number;
-  /** Default 60,000. */
-  max_backoff_ms?: number;
-  /** A server-requested wait longer than this fails at once instead (default 120,000). */
-  max_wait_ms?: number;
-}
+// `CallOptions` and `BatchOptions` are derived from the Rust types (their data); these
+// declarations merge into them what only JavaScript passes: a signal and a callback.
 
-/** The kinds of upstream. */
-export type ProviderType = "openai" | "azure_openai" | "custom";
-
-/** One upstream. */
-export interface ProviderConfig {
-  type: ProviderType;
-  /** Empty: read from `process.env` (`OPENAI_API_KEY`, `AZURE_OPENAI_API_KEY`, `CUSTOM_API_KEY`). */
-  api_key?: string;
-  /** `openai` (default OpenAI's) and `custom` (required): the API root, e.g. `http://localhost:11434/v1`. */
-  base_url?: string;
-  /** Default `gpt-3.5-turbo`. */
-  model?: string;
-  /** Azure: the deployment (default: `model`). */
-  deployment_name?: string;
-  /** Azure: `https://NAME.openai.azure.com`. */
-  endpoint?: string;
-  /** Azure: default `2024-10-21`. */
-  api_version?: string;
-  rate_limit?: RateLimitConfig;
-  /** Use as the default provider. */
-  default?: boolean;
-  /** Per attempt, default 60,000. */
-  timeout_ms?: number;
-  retry?: RetryPolicy;
-}
-
-/** The whole client configuration. */
-export interface LlmConfig {
-  providers: Record<string, ProviderConfig>;
-  default_provider?: string;
-  processing?: Record<string, unknown>;
-}
-
-/** Options of one call. */
 export interface CallOptions {
   /** Cancels the call: it rejects with `code: "aborted"`. */
   signal?: AbortSignal;
-  /** Overrides the provider's timeout for each attempt (a stream: the wait for each chunk). */
-  timeout_ms?: number;
-  /** A streamed answer begins inside a pre-filled `<think>`. */
-  starts_in_thinking?: boolean;
 }
 
-/** Options of a batch. */
 export interface BatchOptions {
-  /** Calls in flight at once, default 8. */
-  concurrency?: number;
-  /** The provider for every item (default: the default provider). */
-  provider?: string | null;
-  /** Fail over through these providers for every item. */
-  failover?: string[] | null;
-  timeout_ms?: number | null;
   signal?: AbortSignal;
   /** Called as each item finishes; `index` is its place in `prompts`. */
   onProgress?: (done: number, total: number, item: BatchItem, index: number) => void;
@@ -131,110 +71,10 @@ export type BatchItem =
   | { ok: true; response: LlmResponse }
   | { ok: false; error: LlmDistillerError };
 
-/** Token counts. */
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
-/** A finished answer with its thinking separated. */
-export interface LlmResponse {
-  /** The answer, thinking blocks removed, trimmed. */
-  content: string;
-  /** The provider's separate reasoning field, as sent. */
-  reasoning: string | null;
-  /** All thinking: the separate reasoning first, then every block. */
-  thinking: string | null;
-  /** A thinking block was never closed (a truncated answer). */
-  thinking_unclosed: boolean;
-  model: string;
-  usage: Usage | null;
-  finish_reason: string | null;
-  /** How long the successful attempt took, in seconds (the design's `response_time`). */
-  response_time: number;
-  /** The same in milliseconds. */
-  response_time_ms: number;
-  /** The configured name of the provider that answered. */
-  provider: string;
-  /** The upstream's response id. */
-  id: string | null;
-  /** 1 when the first attempt succeeded. */
-  attempts: number;
-  /** Time spent waiting for the rate limiter and between retries. */
-  waited_ms: number;
-  /** The provider's response body. */
-  raw_response: Record<string, unknown> | null;
-}
-
-/** New text from the streaming extractor. */
-export interface ThinkingDelta {
-  content: string;
-  thinking: string;
-}
-
 /** A stream's items: deltas, then the whole answer. */
 export type StreamItem =
   | { type: "delta"; content: string; thinking: string }
   | { type: "done"; content: ""; thinking: ""; response: LlmResponse };
-
-/** The result of `extractThinking`. */
-export interface Extracted {
-  content: string;
-  thinking: string | null;
-  unclosed: boolean;
-}
-
-/** Options of a `ThinkingStream`. */
-export interface ThinkingStreamOptions {
-  starts_in_thinking?: boolean;
-  /** Default `["thinking", "reasoning", "think"]`. */
-  tags?: string[];
-}
-
-/** A rate limiter's state. */
-export interface RateLimitStatus {
-  /** Requests started in the last 60 s. */
-  requests_per_minute: number;
-  /** Tokens in use (capacity minus what is left). */
-  tokens_per_minute: number;
-  max_requests_per_minute: number;
-  max_tokens_per_minute: number;
-  /** From `x-ratelimit-limit-requests`. */
-  api_requests_per_minute: number | null;
-  api_tokens_per_minute: number | null;
-  api_remaining_requests: number | null;
-  api_remaining_tokens: number | null;
-  effective_requests_per_minute: number;
-  effective_tokens_per_minute: number;
-  in_flight: number;
-  /** Requests reserved to start later than now. */
-  waiting: number;
-  blocked_until_ms: number | null;
-  /** How long a request reserved now would wait. */
-  next_free_in_ms: number;
-}
-
-/** A reserved request. */
-export interface Reservation {
-  id: number;
-  tokens: number;
-  wait_ms: number;
-  start_at_ms: number;
-  reserved_through: number;
-}
-
-/** One provider as `providerStatus()` shows it. */
-export interface ProviderStatus {
-  name: string;
-  type: ProviderType;
-  model: string;
-  available: boolean;
-  /** Why it is not available. */
-  reason: string | null;
-  default: boolean;
-  rate_limiter: RateLimitStatus | null;
-}
 
 /** What `error.code` can be. */
 export type ErrorCode =

@@ -29,7 +29,10 @@ use crate::http::{Headers, HttpRequest};
 use crate::retry::{retry_after_ms, should_retry_header};
 
 /// The kind of upstream. Each kind's rules live in its own file (see the module docs).
+// The TypeScript declaration: serde's names are `as_str()`'s (the serde impls below are
+// written out), which the bindings' tests check against the declaration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "js", derive(tsify::Tsify), serde(rename_all = "snake_case"))]
 pub enum ProviderKind {
     /// api.openai.com, or an OpenAI-compatible `base_url` that needs a key.
     Openai,
@@ -61,7 +64,8 @@ impl ProviderKind {
         self.rules().name()
     }
 
-    /// The environment variable (in the Worker: the secret) an empty `api_key` is read from.
+    /// The environment variable (in the Worker: the secret) an empty `api_key` is read from
+    /// when the provider's own ([`provider_key_var`]) is not set.
     pub fn api_key_env_var(self) -> &'static str {
         self.rules().key_var()
     }

@@ -527,3 +527,22 @@ fn the_rate_limiter_is_usable_on_its_own() {
     // Only `second` is in flight: it is not reconciled yet, and reserveWait's are never.
     assert_eq!(status["in_flight"], 1);
 }
+
+#[wasm_bindgen_test]
+fn the_declared_provider_types_are_the_names_the_configuration_accepts() {
+    use llm_distiller::provider::ProviderKind;
+    use tsify::Tsify;
+
+    // ProviderKind's serde impls are written out (its names come from each kind's rules);
+    // its TypeScript declaration is derived from the variants: the two must agree.
+    let names: Vec<String> = ProviderKind::ALL
+        .iter()
+        .map(|kind| format!("\"{}\"", kind.as_str()))
+        .collect();
+    let declared = format!("export type ProviderKind = {};", names.join(" | "));
+    assert!(
+        <ProviderKind as Tsify>::DECL.contains(&declared),
+        "{}",
+        <ProviderKind as Tsify>::DECL
+    );
+}

@@ -1,5 +1,5 @@
 // The npm package in a real browser: headless Chromium (playwright-core) opens
-// tests/npm/page.html, which imports the package from /pkg/index.js (the files of the
+// tests/npm/page.html, which imports the package from /pkg/browser.js (the files of the
 // installed tarball, served with the MIME types a web server gives them), loads the wasm,
 // and calls extractThinking, generate and stream against the scripted upstream on another
 // origin (so CORS, exposed rate-limit headers and credentials all take the real path).
@@ -77,7 +77,8 @@ test('the package loads in Chromium and generates and streams against the upstre
       .map((s) => [s.path.replace(/\/snippets\/[^/]+\//, '/snippets/*/'), s.type])
       .sort();
     assert.deepEqual(packageRequests, [
-      ['/pkg/index.js', 'text/javascript; charset=utf-8'],
+      ['/pkg/api.js', 'text/javascript; charset=utf-8'],
+      ['/pkg/browser.js', 'text/javascript; charset=utf-8'],
       ['/pkg/llm_distiller.js', 'text/javascript; charset=utf-8'],
       ['/pkg/llm_distiller_bg.wasm', 'application/wasm'],
       ['/pkg/snippets/*/inline0.js', 'text/javascript; charset=utf-8'],

@@ -10,11 +10,13 @@
 
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+
+import ts from 'typescript';
 
 const execFileAsync = promisify(execFile);
 
@@ -36,7 +38,7 @@ export function childEnvironment(extra = {}) {
   return { ...env, ...extra };
 }
 
-async function run(command, args, cwd) {
+export async function runCommand(command, args, cwd) {
   try {
     return await execFileAsync(command, args, {
       cwd,
@@ -54,32 +56,16 @@ async function run(command, args, cwd) {
  * package's directory and `remove()`, which deletes everything.
  */
 export async function installPackage() {
-  for (const file of ['package.json', 'index.js', 'llm_distiller_bg.wasm']) {
-    if (!existsSync(join(PKG_DIR, file))) {
-      throw new Error(`pkg/${file} is missing: build the package first with scripts/build-pkg.sh`);
-    }
-  }
   const root = await mkdtemp(join(tmpdir(), 'llm-distiller-npm-'));
   try {
-    const packDir = join(root, 'pack');
+    const packed = await packPackage(join(root, 'pack'));
     const project = join(root, 'project');
-    await run('mkdir', ['-p', packDir, project], root);
-    const { stdout } = await run('npm', ['pack', PKG_DIR, '--pack-destination', packDir, '--json', '--loglevel=error'], root);
-    const [packed] = JSON.parse(stdout);
-    const tarball = join(packDir, packed.filename);
-
-    await run('npm', ['init', '-y', '--loglevel=error'], project);
-    const manifestPath = join(project, 'package.json');
-    const manifest = JSON.parse(await readFile(manifestPath, 'utf8'));
-    await writeFile(manifestPath, JSON.stringify({ ...manifest, type: 'module' }, null, 2));
-    // The tarball has no dependencies, so this needs no registry.
-    await run('npm', ['install', tarball, '--offline', '--no-audit', '--no-fund', '--loglevel=error'], project);
-
+    await createProject(project, packed.tarball);
     return {
       root,
       project,
-      tarball,
-      packedFiles: packed.files.map((f) => f.path).sort(),
+      tarball: packed.tarball,
+      packedFiles: packed.files,
       packageDir: join(project, 'node_modules', 'llm-distiller'),
       remove: () => rm(root, { recursive: true, force: true }),
     };
@@ -87,6 +73,32 @@ export async function installPackage() {
     await rm(root, { recursive: true, force: true });
     throw error;
   }
+}
+
+/** Packs `pkg/` with `npm pack` into the directory `packDir` (created). Resolves with the
+ * tarball's path and the packed files' paths, sorted. */
+export async function packPackage(packDir) {
+  for (const file of ['package.json', 'api.js', 'llm_distiller_bg.wasm']) {
+    if (!existsSync(join(PKG_DIR, file))) {
+      throw new Error(`pkg/${file} is missing: build the package first with scripts/build-pkg.sh`);
+    }
+  }
+  await mkdir(packDir, { recursive: true });
+  const { stdout } = await runCommand('npm', ['pack', PKG_DIR, '--pack-destination', packDir, '--json', '--loglevel=error'], packDir);
+  const [packed] = JSON.parse(stdout);
+  return { tarball: join(packDir, packed.filename), files: packed.files.map((f) => f.path).sort() };
+}
+
+/** A new project in the directory `project` (created) whose package.json is `npm init`'s
+ * with `manifest` over it, and `tarball` installed into it, as `npm install` would. */
+export async function createProject(project, tarball, manifest = { type: 'module' }) {
+  await mkdir(project, { recursive: true });
+  await runCommand('npm', ['init', '-y', '--loglevel=error'], project);
+  const manifestPath = join(project, 'package.json');
+  const initial = JSON.parse(await readFile(manifestPath, 'utf8'));
+  await writeFile(manifestPath, JSON.stringify({ ...initial, ...manifest }, null, 2));
+  // The tarball has no dependencies, so this needs no registry.
+  await runCommand('npm', ['install', tarball, '--offline', '--no-audit', '--no-fund', '--loglevel=error'], project);
 }
 
 /** Helpers for the child programs, written beside them as `harness.mjs`. */
@@ -198,6 +210,37 @@ export function finished(assert, run) {
 }
 
 export { upstreamLog } from '../support/local-stack.mjs';
+
+/** The fields of the interface `name` as the installed package declares it (api.d.ts):
+ * each field's name and the kinds of value its type allows, as `typeof` names them
+ * (`null` for null), e.g. `{ blocked_until_ms: 'null|number' }`. For comparing what the
+ * package returns with what it declares, without a copy of the declaration. */
+export function declaredFields(packageDir, name) {
+  const file = join(packageDir, 'api.d.ts');
+  const program = ts.createProgram([file], { noEmit: true, strict: true, lib: ['lib.es2022.d.ts', 'lib.dom.d.ts'] });
+  const checker = program.getTypeChecker();
+  const declaration = program.getSourceFile(file).statements.find((s) => ts.isInterfaceDeclaration(s) && s.name.text === name);
+  if (!declaration) throw new Error(`api.d.ts declares no interface ${name}`);
+  const kindOf = (type) => (type.flags & ts.TypeFlags.Null ? 'null' : checker.typeToString(checker.getBaseTypeOfLiteralType(type)));
+  return Object.fromEntries(
+    declaration.members.map((member) => {
+      const type = checker.getTypeAtLocation(member);
+      const kinds = type.isUnion() ? type.types.map(kindOf) : [kindOf(type)];
+      return [member.name.text, [...new Set(kinds)].sort().join('|')];
+    }),
+  );
+}
+
+/** Asserts that `value` has exactly the fields of `declared` (from `declaredFields`), each
+ * of a kind its declaration allows (`object` stands for any object type). */
+export function assertDeclared(assert, value, declared, label) {
+  assert.deepEqual(Object.keys(value).sort(), Object.keys(declared).sort(), `${label}: the declared fields`);
+  for (const [field, kinds] of Object.entries(declared)) {
+    const kind = value[field] === null ? 'null' : typeof value[field];
+    const allowed = kinds.split('|').map((k) => (/^(number|string|boolean|null|undefined)$/.test(k) ? k : 'object'));
+    assert.ok(allowed.includes(kind), `${label}.${field}: a ${kind}, declared ${kinds}`);
+  }
+}
 
 /** A key for the upstream's state, unique to this run and test. */
 export function uniqueKey(label) {

@@ -1,6 +1,6 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
-// checkout in its own process group, headless Chromium's flags, a static file server, the
-// scripted upstream's request log, and a server-sent events parser.
+// checkout (or any other dev server) in its own process group, headless Chromium's flags, a
+// static file server, the scripted upstream's request log, and a server-sent events parser.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -53,13 +53,16 @@ export function wranglerEnv(logDir) {
  * child in its own process group (workerd and the build included), its output in `logPath`.
  * Resolves with `{ url, logPath, stop }` once `/health` answers 200; `stop()` ends the
  * whole group, as does this process's exit. Errors quote the log's tail through `redact`.
+ * `configPath` runs another wrangler.toml than the checkout's, and `name` names the Worker:
+ * for a second Worker of this build that shares the first one's Durable Objects through
+ * wrangler's dev registry (`WRANGLER_REGISTRY_PATH` in `env` keeps a test's registry its own).
  */
-export async function startWranglerDev({ persistDir, envFile, config, logPath, env, startupTimeoutMs, redact = (text) => text }) {
+export async function startWranglerDev({ persistDir, envFile, config, logPath, env, startupTimeoutMs, redact = (text) => text, configPath, name }) {
   const port = await freePort();
-  const log = fs.openSync(logPath, 'w');
-  const child = spawn(
-    WRANGLER,
-    [
+  return startServerProcess({
+    name: 'wrangler dev',
+    command: WRANGLER,
+    args: [
       'dev', '--local', '--ip', '127.0.0.1', '--port', String(port),
       // Not the default 9229: another wrangler dev on this machine would make workerd fail.
       '--inspector-port', String(await freePort()),
@@ -67,9 +70,30 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
       '--env-file', envFile,
       '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
       '--show-interactive-dev-session=false',
+      // Another wrangler.toml (a second Worker of this build), and the Worker's name.
+      ...(configPath ? ['--config', configPath] : []),
+      ...(name ? ['--name', name] : []),
     ],
-    { cwd: ROOT, env, detached: true, stdio: ['ignore', log, log] },
-  );
+    cwd: ROOT,
+    env,
+    url: `http://127.0.0.1:${port}`,
+    readyPath: '/health',
+    logPath,
+    startupTimeoutMs,
+    redact,
+  });
+}
+
+/**
+ * A server (`command args`, in `cwd`) that will listen at `url`, started as a child in its
+ * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop }` once
+ * `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL after
+ * 10 s), as does this process's exit. Errors name the server and quote the log's tail
+ * through `redact`.
+ */
+export async function startServerProcess({ name, command, args, cwd, env, url, readyPath = '/', logPath, startupTimeoutMs, redact = (text) => text }) {
+  const log = fs.openSync(logPath, 'w');
+  const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', log, log] });
   fs.closeSync(log);
   let exited = null;
   const exit = new Promise((resolve) => child.once('exit', (code, signal) => resolve((exited = { code, signal }))));
@@ -83,8 +107,8 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
   // Should this process die first, the group must not outlive it.
   const onExit = () => killGroup('SIGKILL');
   process.once('exit', onExit);
-  const worker = {
-    url: `http://127.0.0.1:${port}`,
+  const server = {
+    url,
     logPath,
     async stop() {
       process.off('exit', onExit);
@@ -106,18 +130,18 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
   const deadline = Date.now() + startupTimeoutMs;
   for (;;) {
     if (exited) {
-      throw new Error(`wrangler dev exited (${JSON.stringify(exited)}) before it served /health; ${logPath}:\n${logTail()}`);
+      throw new Error(`${name} exited (${JSON.stringify(exited)}) before it served ${readyPath}; ${logPath}:\n${logTail()}`);
     }
     try {
-      const response = await fetch(`${worker.url}/health`, { signal: AbortSignal.timeout(2_000) });
+      const response = await fetch(`${url}${readyPath}`, { signal: AbortSignal.timeout(2_000) });
       await response.arrayBuffer();
-      if (response.status === 200) return worker;
+      if (response.status === 200) return server;
     } catch {
       // Not listening yet.
     }
     if (Date.now() > deadline) {
-      await worker.stop();
-      throw new Error(`wrangler dev did not serve /health within ${startupTimeoutMs / 1000} s; ${logPath}:\n${logTail()}`);
+      await server.stop();
+      throw new Error(`${name} did not serve ${readyPath} within ${startupTimeoutMs / 1000} s; ${logPath}:\n${logTail()}`);
     }
     await sleep(500);
   }

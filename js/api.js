@@ -1,17 +1,9 @@
-// The entry point of the npm package: loads the WebAssembly module once, in Node (from
-// the file beside this one) and in browsers (fetched relative to this module, which
-// bundlers understand too), then exports the API. Top-level await: importing the package
-// is enough, there is no init() to call.
-import init, * as api from "./llm_distiller.js";
-
-const wasmUrl = new URL("./llm_distiller_bg.wasm", import.meta.url);
-const inNode = typeof process !== "undefined" && process.versions != null && process.versions.node != null;
-if (inNode) {
-  const { readFile } = await import("node:fs/promises");
-  await init({ module_or_path: await readFile(wasmUrl) });
-} else {
-  await init({ module_or_path: wasmUrl });
-}
+// The package's API, shared by every entry (node.js, browser.js, workerd.js, embedded.js).
+// Each entry loads the WebAssembly module the way its runtime can, then re-exports this
+// module; nothing here runs wasm code while the module is evaluated, because the entry's
+// own body (which loads the wasm) runs after it. Every use of the wasm-bindgen glue's
+// exports is in this file, so a renamed export is a change here only.
+import * as api from "./llm_distiller.js";
 
 export const { RateLimiter } = api;
 
@@ -90,8 +82,8 @@ export class ThinkingStream extends api.ThinkingStream {
 }
 
 const encoder = new TextEncoder();
-// What joins the pieces of thinking, as the core says.
-const SEPARATOR = api.thinkingSeparator();
+// What joins the pieces of thinking, as the core says (asked on first use: see the top).
+let separator;
 
 /** Separates thinking from `text` (see the types). The text goes into wasm as UTF-8 that
  * `TextEncoder.encodeInto` writes there (not through the glue's loop over its characters)
@@ -115,7 +107,7 @@ export function extractThinking(answer, separateReasoning) {
   for (let i = contentEnd; i < spans.length; i += 2) thinking.push(answer.slice(spans[i], spans[i + 1]));
   return {
     content,
-    thinking: thinking.length > 0 ? thinking.join(SEPARATOR) : null,
+    thinking: thinking.length > 0 ? thinking.join((separator ??= api.thinkingSeparator())) : null,
     unclosed: spans[0] === 1,
   };
 }

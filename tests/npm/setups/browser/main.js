@@ -1,0 +1,4 @@
+import * as api from "llm-distiller";
+import { runInPage } from "./checks.mjs";
+
+runInPage(api);
