@@ -215,6 +215,9 @@ pub struct RateLimiter {
     api_remaining_tokens: Option<u32>,
     /// The latest time seen: the limiter's clock never runs backwards.
     clock_ms: f64,
+    /// See [`RateLimiter::with_arrival_slack`] (0 unless set).
+    #[serde(default)]
+    arrival_slack_ms: f64,
     /// Scheduled start times, ascending: those of the last minute and the queued ones
     /// (see [`Self::forget_stale_starts`]).
     starts: VecDeque<f64>,
@@ -333,6 +336,7 @@ impl RateLimiter {
             api_remaining_requests: None,
             api_remaining_tokens: None,
             clock_ms: 0.0,
+            arrival_slack_ms: 0.0,
             starts: VecDeque::new(),
             last_start_ms: 0.0,
             level: Level::full(f64::from(configured.tokens_per_minute)),
@@ -380,6 +384,23 @@ impl RateLimiter {
             start_at_ms: start,
             reserved_through: self.reserved_total,
         }
+    }
+
+    /// The limiter, its buckets holding a reservation's share plus what refills in
+    /// `slack_ms` before it starts (a shift of the schedule by that much once, not a slower
+    /// pace). For requests that reach the server after their start by delays that vary
+    /// (a Durable Object's round trip, a proxy, isolates in other processes): the server's
+    /// bucket starts when the first request arrives, and one that arrives faster than that
+    /// first would find it short by the difference. Only the buckets that refill
+    /// continuously take it (the token bucket, and [`RequestRefill::Continuous`]'s).
+    /// Negative or not finite counts as 0.
+    pub fn with_arrival_slack(mut self, slack_ms: f64) -> Self {
+        self.arrival_slack_ms = if slack_ms.is_finite() {
+            slack_ms.max(0.0)
+        } else {
+            0.0
+        };
+        self
     }
 
     /// The configured limits (each at least 1).
@@ -692,8 +713,9 @@ impl RateLimiter {
         };
         if continuous {
             let level = requests_level_at(start).value();
-            if level < 1.0 {
-                start += (1.0 - level) / requests_rate;
+            let needed = self.needed_level(1.0, requests_rate, requests_capacity);
+            if level < needed {
+                start += (needed - level) / requests_rate;
             }
         } else {
             let rpm = self.effective_rpm() as usize;
@@ -710,10 +732,11 @@ impl RateLimiter {
             .level
             .refilled(start - self.bucket_ms, rate, capacity)
             .value();
-        if available < tokens {
-            // The level reaches `tokens` (at most the capacity, so no clamping interferes)
-            // after this long; the reservation then leaves it at 0.
-            start += (tokens - available) / rate;
+        let needed = self.needed_level(tokens, rate, capacity);
+        if available < needed {
+            // The level reaches what is needed (at most the capacity, so no clamping
+            // interferes) after this long; the reservation then leaves it at the slack.
+            start += (needed - available) / rate;
         }
         let mut level = self.level.refilled(start - self.bucket_ms, rate, capacity);
         level.take(tokens);
@@ -731,6 +754,13 @@ impl RateLimiter {
             level,
             requests_level,
         }
+    }
+
+    /// The level a bucket refilling at `rate` (per ms) must hold before a reservation of
+    /// `amount` starts: the amount and what refills in the arrival slack, at most the
+    /// capacity (a full bucket always admits what it can hold).
+    fn needed_level(&self, amount: f64, rate: f64, capacity: f64) -> f64 {
+        (amount + rate * self.arrival_slack_ms).min(capacity)
     }
 
     /// Drops start times that can no longer constrain a request reserved at `now` or later:

@@ -1141,3 +1141,45 @@ fn reserve_wait_leaves_nothing_in_flight() {
     );
     assert_eq!(limiter.reserve(T0 + 10_000.0, 50_000).wait_ms, 0.0);
 }
+
+#[test]
+fn an_arrival_slack_shifts_the_schedule_once_and_keeps_the_pace() {
+    let limits = RateLimits {
+        requests_per_minute: 240,
+        tokens_per_minute: 1_000_000,
+        requests_refill: RequestRefill::Continuous,
+    };
+    let plain = schedule(RateLimiter::new(limits), 400);
+    let slack = schedule(RateLimiter::new(limits).with_arrival_slack(100.0), 400);
+    // The bucket's 240 (less what refills in the slack) at once, then one every 250 ms:
+    // every start that waited is 100 ms later, and the pace is the same.
+    assert_eq!(plain.iter().filter(|w| **w == 0.0).count(), 240);
+    assert_eq!(slack.iter().filter(|w| **w == 0.0).count(), 239);
+    for i in 241..400 {
+        assert!(
+            (slack[i] - plain[i] - 100.0).abs() < 1e-6,
+            "{i}: {} vs {}",
+            slack[i],
+            plain[i]
+        );
+        assert!((slack[i] - slack[i - 1] - 250.0).abs() < 1e-6);
+    }
+    assert!((plain[399] - 160.0 * 250.0).abs() < 1e-6);
+    // A tiny budget: the slack never asks more than the bucket holds.
+    let one = RateLimits {
+        requests_per_minute: 1,
+        tokens_per_minute: 10,
+        requests_refill: RequestRefill::Continuous,
+    };
+    assert_eq!(
+        schedule(RateLimiter::new(one).with_arrival_slack(100.0), 2),
+        [0.0, 60_000.0]
+    );
+}
+
+/// The waits of `count` reservations of 1 token made at once.
+fn schedule(mut limiter: RateLimiter, count: usize) -> Vec<f64> {
+    (0..count)
+        .map(|_| limiter.reserve(1_700_000_000_000.0, 1).wait_ms)
+        .collect()
+}

@@ -17,7 +17,7 @@ use llm_distiller::rate_limit::{RateLimiter, RateLimits, RequestRefill};
 use llm_distiller::runtime::{Runtime, TransportError};
 use llm_distiller::shared_limit::{
     LimiterObject, Message, ObjectLink, Op, Outcome, RemoteBudget, Reply, SharedLimit,
-    ABANDONED_AFTER_MS, MAX_UNDELIVERED, PROTOCOL,
+    ABANDONED_AFTER_MS, ARRIVAL_SLACK_MS, MAX_UNDELIVERED, PROTOCOL,
 };
 use llm_distiller::{GenerationConfig, LlmConfig, Prompt, ProviderManager, Route};
 use serde_json::{json, Value};
@@ -161,7 +161,7 @@ fn outcomes(body: &str) -> Vec<Outcome> {
 
 #[test]
 fn the_object_decides_as_the_limiter_in_memory_does() {
-    let mut memory = RateLimiter::new(LIMITS);
+    let mut memory = RateLimiter::new(LIMITS).with_arrival_slack(ARRIVAL_SLACK_MS);
     let mut slot = None;
     let mut now = START_MS;
     let headers: Headers = [

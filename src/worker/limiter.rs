@@ -3,13 +3,12 @@
 //! and an isolate's way to it ([`ObjectLink`] over the object's stub).
 //!
 //! The object only moves bytes and stores the core's snapshot: every message is handled by
-//! [`LimiterObject::handle`], and the state lives in the object's SQLite storage, written
-//! in the same turn as the change (the object's output gate holds the answer until it is
-//! stored), so eviction or a restart loses no accounting.
+//! [`LimiterObject::handle`], and the state lives in the object's storage (a SQLite-backed
+//! class), written with every change before the answer goes (the object's output gate holds
+//! it until the write is confirmed), so eviction or a restart loses no accounting.
 
 use std::cell::{Cell, RefCell};
 
-use serde::Deserialize;
 use wasm_bindgen::JsValue;
 use worker::{
     console_warn, durable_object, DurableObject, Env, Method, ObjectNamespace, Request,
@@ -31,41 +30,28 @@ pub struct RateLimiterObject {
     loaded: Cell<bool>,
 }
 
-#[derive(Deserialize)]
-struct Row {
-    snapshot: String,
-}
+/// The storage key of the limiter's snapshot.
+const KEY: &str = "limiter";
 
 impl RateLimiterObject {
     /// The object as storage has it, read once per life of the object in memory.
-    fn load(&self) {
-        if self.loaded.replace(true) {
+    async fn load(&self) {
+        if self.loaded.get() {
             return;
         }
-        let sql = self.state.storage().sql();
-        let created = sql.exec(
-            "CREATE TABLE IF NOT EXISTS limiter (id INTEGER PRIMARY KEY CHECK (id = 1), snapshot TEXT NOT NULL)",
-            None,
-        );
-        let rows = created
-            .and_then(|_| sql.exec("SELECT snapshot FROM limiter WHERE id = 1", None))
-            .and_then(|cursor| cursor.to_array::<Row>());
-        match rows {
-            Ok(rows) => {
-                *self.object.borrow_mut() = rows
-                    .first()
-                    .and_then(|row| LimiterObject::restore(&row.snapshot));
+        match self.state.storage().get::<String>(KEY).await {
+            Ok(snapshot) => {
+                *self.object.borrow_mut() = snapshot.as_deref().and_then(LimiterObject::restore);
             }
             Err(e) => console_warn!("the limiter's storage could not be read: {e}"),
         }
+        self.loaded.set(true);
     }
 
-    fn store(&self, snapshot: String) {
-        let stored = self.state.storage().sql().exec(
-            "INSERT INTO limiter (id, snapshot) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
-            vec![snapshot.into()],
-        );
-        if let Err(e) = stored {
+    /// Stores `snapshot`. The object's output gate holds the answer until the write is
+    /// confirmed: an answer never tells of a reservation that storage could lose.
+    async fn store(&self, snapshot: String) {
+        if let Err(e) = self.state.storage().put(KEY, snapshot).await {
             console_warn!("the limiter's state could not be stored: {e}");
         }
     }
@@ -82,7 +68,7 @@ impl DurableObject for RateLimiterObject {
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let body = request.bytes().await.unwrap_or_default();
-        self.load();
+        self.load().await;
         let (handled, snapshot) = {
             let mut object = self.object.borrow_mut();
             let handled = LimiterObject::handle(&mut object, js_sys::Date::now(), &body);
@@ -93,7 +79,7 @@ impl DurableObject for RateLimiterObject {
             (handled, snapshot)
         };
         if let Some(snapshot) = snapshot {
-            self.store(snapshot);
+            self.store(snapshot).await;
         }
         Ok(Response::from_bytes(handled.body.into_bytes())?.with_status(handled.status))
     }

@@ -147,6 +147,44 @@ export async function startServerProcess({ name, command, args, cwd, env, url, r
   }
 }
 
+/**
+ * A wrangler.toml for another Worker of this checkout's build (build/index.js, already
+ * built: no build step), named `name`, with the local D1 and, as `limiter` says, the
+ * shared rate limiters: `'own'` hosts the Durable Object class itself (with its migration),
+ * a Worker's name binds that Worker's objects (through the dev registry), `null` binds
+ * none (each isolate then limits on its own). Written to `file`; returns `file`.
+ */
+export function writeWranglerConfig(file, { name, limiter }) {
+  const abs = (relative) => JSON.stringify(path.join(ROOT, relative));
+  let text = `name = "${name}"
+main = ${abs('build/index.js')}
+compatibility_date = "2025-09-01"
+
+[[d1_databases]]
+binding = "DB"
+database_name = "llm-distiller"
+database_id = "00000000-0000-0000-0000-000000000000"
+migrations_dir = ${abs('migrations')}
+`;
+  if (limiter) {
+    text += `
+[[durable_objects.bindings]]
+name = "LIMITER"
+class_name = "RateLimiterObject"
+${limiter === 'own' ? '' : `script_name = "${limiter}"
+`}`;
+  }
+  if (limiter === 'own') {
+    text += `
+[[migrations]]
+tag = "v1"
+new_sqlite_classes = ["RateLimiterObject"]
+`;
+  }
+  fs.writeFileSync(file, text);
+  return file;
+}
+
 /** The scripted upstream's request log for `key`, oldest first. */
 export async function upstreamLog(upstream, key) {
   const response = await fetch(`${upstream.url}/__log/${encodeURIComponent(key)}`);
