@@ -58,6 +58,10 @@ pub struct Record {
     pub truncated: bool,
     /// Why the answer is invalid (`None`: it is valid). `code: message`.
     pub invalid_reason: Option<String>,
+    /// The batch it answers a line of, if any.
+    pub batch_id: Option<String>,
+    /// That line's `custom_id`.
+    pub custom_id: Option<String>,
 }
 
 /// A time-ordered unique id: the millisecond time in hex, then 64 random bits.
@@ -176,6 +180,8 @@ impl Record {
             upstream_id: response.id.clone(),
             truncated,
             invalid_reason,
+            batch_id: None,
+            custom_id: None,
         }
     }
 
@@ -212,7 +218,16 @@ impl Record {
             upstream_id: None,
             truncated,
             invalid_reason: Some(format!("upstream_error: {error}")),
+            batch_id: None,
+            custom_id: None,
         })
+    }
+
+    /// The same row, as the answer to line `custom_id` of batch `batch_id`.
+    pub fn for_batch(mut self, batch_id: &str, custom_id: &str) -> Record {
+        self.batch_id = Some(batch_id.to_string());
+        self.custom_id = Some(custom_id.to_string());
+        self
     }
 
     /// Whether it goes to `responses`.

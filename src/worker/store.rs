@@ -25,7 +25,8 @@ const WRITE_RETRY: RetryPolicy = RetryPolicy {
 
 const COLUMNS: &str =
     "id, created_at, provider, model, request, content, thinking, reasoning, finish_reason, \
-     prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, truncated";
+     prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, truncated, \
+     batch_id, custom_id";
 
 fn text(value: &Option<String>) -> JsValue {
     value.as_deref().map_or(JsValue::NULL, JsValue::from_str)
@@ -55,6 +56,8 @@ pub async fn insert(db: &D1Database, record: &Record) {
         JsValue::from_f64(record.response_time_ms),
         text(&record.upstream_id),
         JsValue::from_f64(if record.truncated { 1.0 } else { 0.0 }),
+        text(&record.batch_id),
+        text(&record.custom_id),
     ];
     let reason = if record.is_valid() {
         ""
@@ -101,7 +104,8 @@ pub async fn insert(db: &D1Database, record: &Record) {
 
 const LIST_COLUMNS: &str =
     "id, created_at, provider, model, content, thinking, reasoning, finish_reason, \
-     prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, truncated";
+     prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, truncated, \
+     batch_id, custom_id";
 
 /// A page of stored responses, newest first, and the cursor of the next page.
 pub async fn list(
