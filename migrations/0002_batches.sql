@@ -36,7 +36,7 @@ CREATE TABLE batches (
     endpoint TEXT NOT NULL,
     input_file_id TEXT NOT NULL,
     completion_window TEXT NOT NULL,
-    status TEXT NOT NULL,               -- validating, failed, in_progress, finalizing, completed, cancelling, cancelled
+    status TEXT NOT NULL,               -- failed, in_progress, finalizing, completed, cancelling, cancelled, expired
     metadata TEXT,                      -- JSON object, or NULL
     errors TEXT,                        -- JSON list of errors, or NULL
     output_file_id TEXT,
@@ -49,6 +49,7 @@ CREATE TABLE batches (
     failed_at INTEGER,
     cancelling_at INTEGER,
     cancelled_at INTEGER,
+    expired_at INTEGER,
     total INTEGER NOT NULL DEFAULT 0,
     completed INTEGER NOT NULL DEFAULT 0,   -- items answered
     failed INTEGER NOT NULL DEFAULT 0,      -- items that failed for good

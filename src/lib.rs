@@ -51,6 +51,7 @@
 //! assert!(error.to_string().contains("providers.main.rate_limit.requests_per_minute"));
 //! ```
 
+pub mod batch;
 pub mod budget;
 pub mod chat;
 pub mod client;
@@ -67,6 +68,7 @@ pub mod record;
 pub mod retry;
 pub mod runtime;
 pub mod shared_limit;
+pub mod sql;
 pub mod sse;
 pub mod stream;
 pub mod thinking;

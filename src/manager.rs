@@ -301,6 +301,11 @@ impl<R: Runtime + 'static> ProviderManager<R> {
         StatusByName(self.provider_status().await)
     }
 
+    /// Whether a provider of that name is configured (set up or not).
+    pub fn knows(&self, name: &str) -> bool {
+        self.entries.iter().any(|e| e.name == name)
+    }
+
     /// The providers that could not be set up, with why.
     pub fn setup_errors(&self) -> Vec<(&str, &Error)> {
         self.entries

@@ -12,6 +12,7 @@ use crate::chat::LlmResponse;
 use crate::error::Error;
 use crate::openai_api::ApiError;
 use crate::runtime::Runtime;
+use crate::sql::{placeholders, Param, Statement};
 use crate::validate::validate;
 
 /// The most bytes kept of each text field: together under D1's 2,000,000-byte row limit.
@@ -228,6 +229,77 @@ impl Record {
         self.batch_id = Some(batch_id.to_string());
         self.custom_id = Some(custom_id.to_string());
         self
+    }
+
+    /// The row's values, in the order of [`Record::COLUMNS`].
+    fn values(&self) -> Vec<Param> {
+        let mut values: Vec<Param> = vec![
+            self.id.as_str().into(),
+            self.created_at.into(),
+            self.provider.as_str().into(),
+            self.model.as_str().into(),
+            self.request.as_str().into(),
+            self.content.as_str().into(),
+            self.thinking.as_deref().into(),
+            self.reasoning.as_deref().into(),
+            self.finish_reason.as_deref().into(),
+            self.prompt_tokens.into(),
+            self.completion_tokens.into(),
+            self.total_tokens.into(),
+            self.response_time_ms.into(),
+            self.upstream_id.as_deref().into(),
+            self.truncated.into(),
+            self.batch_id.as_deref().into(),
+            self.custom_id.as_deref().into(),
+        ];
+        if !self.is_valid() {
+            values.push(self.invalid_reason.as_deref().into());
+        }
+        values
+    }
+
+    /// The columns the row fills, `reason` last for an invalid one.
+    fn columns(&self) -> String {
+        let reason = if self.is_valid() { "" } else { ", reason" };
+        format!("{}{reason}", Self::COLUMNS)
+    }
+
+    /// The columns every row fills, in order.
+    const COLUMNS: &'static str =
+        "id, created_at, provider, model, request, content, thinking, reasoning, finish_reason, \
+         prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, \
+         truncated, batch_id, custom_id";
+
+    /// The statement that stores the row in its table.
+    pub fn insert(&self) -> Statement {
+        let values = self.values();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({})",
+            self.table(),
+            self.columns(),
+            placeholders(1, values.len())
+        );
+        Statement::new(sql, values)
+    }
+
+    /// The statement that stores the row only while line `line` of batch `batch_id` is
+    /// running under attempt `attempt`: a run that lost its claim (a later delivery took
+    /// the line) stores nothing.
+    pub fn insert_if_running(&self, batch_id: &str, line: u64, attempt: u64) -> Statement {
+        let mut values = self.values();
+        let n = values.len();
+        let sql = format!(
+            "INSERT INTO {} ({}) SELECT {} WHERE EXISTS (SELECT 1 FROM batch_items \
+             WHERE batch_id = ?{} AND line = ?{} AND state = 'running' AND attempt = ?{})",
+            self.table(),
+            self.columns(),
+            placeholders(1, n),
+            n + 1,
+            n + 2,
+            n + 3
+        );
+        values.extend([batch_id.into(), line.into(), attempt.into()]);
+        Statement::new(sql, values)
     }
 
     /// Whether it goes to `responses`.

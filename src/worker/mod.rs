@@ -4,7 +4,9 @@
 //! A thin adapter, one file per role: [`setup`] (configuration, secrets, the access token,
 //! the isolate's provider manager), [`http`] (responses, CORS, request bodies), [`calls`]
 //! (the chat and generate endpoints), [`streaming`] (server-sent events), [`responses`]
-//! (reading stored rows and provider status) and [`store`] (the D1 statements). Every
+//! (reading stored rows and provider status), [`files`] and [`batches`] (the Batch API),
+//! [`queue`] (the batches' work on the queue), [`limiter`] (the shared rate limiter's
+//! Durable Object) and [`store`] (running the core's statements on D1). Every
 //! decision is the core's: which endpoint a request names ([`Endpoint::resolve`]), reading
 //! requests and shaping answers and errors ([`crate::openai_api`]), where a call goes
 //! ([`crate::manager::Route`]), what a row holds ([`crate::record`]). Storing happens off
@@ -15,9 +17,12 @@
 //! `CUSTOM_API_KEY`), the access token in the `DISTILLER_TOKEN` secret, the database in the
 //! `DB` binding.
 
+mod batches;
 mod calls;
+mod files;
 mod http;
 mod limiter;
+mod queue;
 mod responses;
 mod setup;
 mod store;
@@ -57,5 +62,14 @@ async fn handle(request: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
         Endpoint::ListResponses => responses::list(request, env).await,
         Endpoint::GetResponse(id) => responses::get(&id, env).await,
         Endpoint::Providers => responses::providers(env).await,
+        Endpoint::CreateFile => files::create(request, env).await,
+        Endpoint::ListFiles => files::list(request, env).await,
+        Endpoint::GetFile(id) => files::get(&id, env).await,
+        Endpoint::FileContent(id) => files::content(&id, env).await,
+        Endpoint::DeleteFile(id) => files::delete(&id, env).await,
+        Endpoint::CreateBatch => batches::create(request, env).await,
+        Endpoint::ListBatches => batches::list(request, env, ctx).await,
+        Endpoint::GetBatch(id) => batches::get(&id, env, ctx).await,
+        Endpoint::CancelBatch(id) => batches::cancel(&id, env).await,
     }
 }

@@ -5,13 +5,15 @@
 //! What a row holds and where it goes is decided in [`crate::record`]; this module only
 //! binds it to SQL. No user data is ever part of an SQL text.
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use wasm_bindgen::JsValue;
-use worker::{console_error, console_warn, D1Database};
+use worker::{console_error, console_warn, D1Database, D1PreparedStatement, D1Result};
 
 use crate::record::{ListQuery, Record};
 use crate::retry::RetryPolicy;
 use crate::runtime::Runtime;
+use crate::sql::{Group, Param, Statement};
 use crate::wasm::WasmRuntime;
 
 /// Retries of a row's write before giving up (and logging the row, so it can be
@@ -23,59 +25,67 @@ const WRITE_RETRY: RetryPolicy = RetryPolicy {
     max_wait_ms: 5_000.0,
 };
 
-const COLUMNS: &str =
-    "id, created_at, provider, model, request, content, thinking, reasoning, finish_reason, \
-     prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, truncated, \
-     batch_id, custom_id";
-
 fn text(value: &Option<String>) -> JsValue {
     value.as_deref().map_or(JsValue::NULL, JsValue::from_str)
 }
 
-// workers-rs binds integers as i32; token counts and times go as f64 (exact up to 2^53).
-fn number(value: Option<u64>) -> JsValue {
-    value.map_or(JsValue::NULL, |v| JsValue::from_f64(v as f64))
+/// A core value as D1 binds it.
+fn bound(param: &Param) -> JsValue {
+    match param {
+        Param::Null => JsValue::NULL,
+        Param::Text(text) => JsValue::from_str(text),
+        Param::Number(number) => JsValue::from_f64(*number),
+    }
+}
+
+/// The statement, prepared and bound for D1.
+pub fn prepare(db: &D1Database, statement: &Statement) -> worker::Result<D1PreparedStatement> {
+    let values: Vec<JsValue> = statement.params.iter().map(bound).collect();
+    db.prepare(statement.sql.as_str()).bind(&values)
+}
+
+/// Runs `group` as one D1 batch (a transaction): the rows each statement returns.
+pub async fn run_group(db: &D1Database, group: &Group) -> worker::Result<Vec<D1Result>> {
+    let statements = group
+        .iter()
+        .map(|s| prepare(db, s))
+        .collect::<worker::Result<Vec<_>>>()?;
+    db.batch(statements).await
+}
+
+/// The rows `statement` returns.
+pub async fn rows<T: DeserializeOwned>(
+    db: &D1Database,
+    statement: &Statement,
+) -> worker::Result<Vec<T>> {
+    prepare(db, statement)?.all().await?.results()
+}
+
+/// The first row `statement` returns, if any.
+pub async fn first<T: DeserializeOwned>(
+    db: &D1Database,
+    statement: &Statement,
+) -> worker::Result<Option<T>> {
+    Ok(rows(db, statement).await?.into_iter().next())
+}
+
+/// The rows the last statement of a group's results returned.
+pub fn last_rows<T: DeserializeOwned>(results: &[D1Result]) -> worker::Result<Vec<T>> {
+    match results.last() {
+        Some(result) => result.results(),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Writes `record` to its table, retrying with backoff; a row that cannot be written
 /// after every attempt is logged whole (it holds no secret), never dropped silently.
 pub async fn insert(db: &D1Database, record: &Record) {
-    let mut values = vec![
-        JsValue::from_str(&record.id),
-        JsValue::from_f64(record.created_at),
-        JsValue::from_str(&record.provider),
-        JsValue::from_str(&record.model),
-        JsValue::from_str(&record.request),
-        JsValue::from_str(&record.content),
-        text(&record.thinking),
-        text(&record.reasoning),
-        text(&record.finish_reason),
-        number(record.prompt_tokens),
-        number(record.completion_tokens),
-        number(record.total_tokens),
-        JsValue::from_f64(record.response_time_ms),
-        text(&record.upstream_id),
-        JsValue::from_f64(if record.truncated { 1.0 } else { 0.0 }),
-        text(&record.batch_id),
-        text(&record.custom_id),
-    ];
-    let reason = if record.is_valid() {
-        ""
-    } else {
-        values.push(text(&record.invalid_reason));
-        ", reason"
-    };
-    let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
-    let sql = format!(
-        "INSERT INTO {} ({COLUMNS}{reason}) VALUES ({})",
-        record.table(),
-        placeholders.join(", ")
-    );
+    let statement = record.insert();
     let runtime = WasmRuntime;
     let mut attempt = 0;
     loop {
-        let outcome = match db.prepare(sql.as_str()).bind(&values) {
-            Ok(statement) => statement.run().await.map(|_| ()),
+        let outcome = match prepare(db, &statement) {
+            Ok(prepared) => prepared.run().await.map(|_| ()),
             Err(e) => Err(e),
         };
         let Err(e) = outcome else { return };
