@@ -6,7 +6,12 @@
 //! `Permit`), so a cancelled or timed-out call never leaks budget.
 //! Everything platform-specific is behind the runtime; this module is pure logic.
 
+use std::cell::RefCell;
 use std::future::Future;
+use std::pin::pin;
+use std::task::{Poll, Waker};
+
+use futures_util::future::select;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +32,7 @@ use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor};
 pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// Per-call options.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[cfg_attr(feature = "js", derive(tsify::Tsify))]
 pub struct CallOptions {
@@ -37,6 +42,65 @@ pub struct CallOptions {
     /// Whether a streamed answer begins inside a pre-filled thinking block (the prompt
     /// template opened `<think>`); see [`StreamOptions`].
     pub starts_in_thinking: bool,
+    /// Asked once the call's turn in the budget has come, right before each attempt is
+    /// sent: a closed gate ends the call with [`Error::Aborted`], nothing sent, its place
+    /// given back (a batch cancelled while its lines waited for their turn).
+    #[serde(skip)]
+    pub gate: Option<Gate>,
+}
+
+/// Whether calls may still be sent: open until [`Gate::close`], shared by its clones. A
+/// call waiting for its turn stops waiting when its gate closes.
+#[derive(Clone, Debug, Default)]
+pub struct Gate(Rc<RefCell<GateState>>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    waiting: Vec<Waker>,
+}
+
+impl Gate {
+    /// An open gate.
+    pub fn new() -> Self {
+        Gate::default()
+    }
+
+    /// Closes it, for good: no call that asks it later is sent, and those waiting for
+    /// their turn stop waiting.
+    pub fn close(&self) {
+        let waiting = {
+            let mut state = self.0.borrow_mut();
+            state.closed = true;
+            std::mem::take(&mut state.waiting)
+        };
+        waiting.into_iter().for_each(Waker::wake);
+    }
+
+    /// Whether it was closed.
+    pub fn is_closed(&self) -> bool {
+        self.0.borrow().closed
+    }
+
+    /// Resolves once it is closed.
+    pub fn closed(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut state = self.0.borrow_mut();
+            if state.closed {
+                return Poll::Ready(());
+            }
+            if !state.waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                state.waiting.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl PartialEq for Gate {
+    fn eq(&self, other: &Gate) -> bool {
+        Rc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// A provider with its budget, retry policy and runtime. Cheap to clone: clones share the
@@ -69,6 +133,7 @@ struct Prepared {
     /// The completion tokens the request allows (see [`GenerationConfig::completion_budget`]).
     completion_budget: u32,
     timeout_ms: f64,
+    gate: Option<Gate>,
 }
 
 impl<R: Runtime> Client<R> {
@@ -148,12 +213,23 @@ impl<R: Runtime> Client<R> {
             tokens,
             completion_budget,
             timeout_ms,
+            gate: options.gate.clone(),
         })
+    }
+
+    /// Sleeps `ms`, or less if the call's gate closes meanwhile.
+    async fn wait(&self, prepared: &Prepared, ms: f64) {
+        let sleep = pin!(self.inner.runtime.sleep(ms));
+        match &prepared.gate {
+            Some(gate) => {
+                select(sleep, pin!(gate.closed())).await;
+            }
+            None => sleep.await,
+        }
     }
 
     /// Waits for the budget's go, adding the wait to `waited`.
     async fn admit(&self, prepared: &Prepared, waited: &mut f64) -> Permit {
-        let runtime = &self.inner.runtime;
         let budget = &self.inner.budget;
         let reservation = budget.reserve(prepared.tokens).await;
         let permit = Permit {
@@ -165,15 +241,18 @@ impl<R: Runtime> Client<R> {
         };
         if reservation.wait_ms > 0.0 {
             *waited += reservation.wait_ms;
-            runtime.sleep(reservation.wait_ms).await;
+            self.wait(prepared, reservation.wait_ms).await;
             // A 429 or an exhausted budget reported while this call slept pauses it too.
             // (A call that did not wait was scheduled after every signal so far.) The
             // bound keeps a misbehaving clock from looping forever.
             for _ in 0..100 {
+                if prepared.gate.as_ref().is_some_and(Gate::is_closed) {
+                    break;
+                }
                 match budget.blocked_for(reservation).await {
                     Some(ms) if ms > 0.0 => {
                         *waited += ms;
-                        runtime.sleep(ms).await;
+                        self.wait(prepared, ms).await;
                     }
                     _ => break,
                 }
@@ -233,6 +312,10 @@ impl<R: Runtime> Client<R> {
         let mut failures = 0u32;
         loop {
             let mut permit = self.admit(prepared, &mut waited_ms).await;
+            if prepared.gate.as_ref().is_some_and(Gate::is_closed) {
+                // Never sent: the permit gives its place back as it drops.
+                return Err(Error::Aborted);
+            }
             let started = runtime.now_ms();
             permit.sent = true;
             let outcome =

@@ -84,7 +84,7 @@ pub mod js;
 pub mod worker;
 
 pub use chat::{LlmResponse, Message, Prompt, Usage};
-pub use client::{CallOptions, Client, CompletionStream, StreamEvent};
+pub use client::{CallOptions, Client, CompletionStream, Gate, StreamEvent};
 pub use config::{GenerationConfig, LlmConfig, ProviderConfig, ProviderKind, RateLimitConfig};
 pub use error::{Error, Result};
 pub use manager::{BatchOptions, BatchProgress, ProviderManager, ProviderStatus, Route};

@@ -396,6 +396,12 @@ fn cancel_stops_new_lines_and_keeps_those_in_flight() {
     assert_eq!(row.object()["output_file_id"], "file-out");
     assert_eq!(db.run(&sql::output_lines(BATCH, "done", 0, 10)).len(), 2);
     // Cancelling again, or a finished batch, changes nothing.
+    let again_line = progress_of(
+        db.group(&sql::cancel_line(BATCH, 1, running))
+            .pop()
+            .unwrap(),
+    );
+    assert_eq!(again_line, None, "a line that ended is not cancelled");
     let again = progress_of(
         db.group(&sql::cancel(BATCH, T0 / 1000.0 + 9.0))
             .pop()
@@ -404,6 +410,35 @@ fn cancel_stops_new_lines_and_keeps_those_in_flight() {
     .unwrap();
     assert_eq!(again.status, "cancelled");
     assert_eq!(again.cancelled, 2.0);
+}
+
+#[test]
+fn a_line_waiting_for_its_turn_is_cancelled_with_its_batch() {
+    let mut db = Db::new();
+    batch(&mut db, 2);
+    fed(&db, T0);
+    let waiting = claim(&db, 1, T0).unwrap();
+    let sent = claim(&db, 2, T0).unwrap();
+    let progress = progress_of(db.group(&sql::cancel(BATCH, T0 / 1000.0)).pop().unwrap()).unwrap();
+    assert_eq!(
+        (progress.status.as_str(), progress.cancelled),
+        ("cancelling", 0.0),
+        "both run"
+    );
+    // Line 1 had not been sent: it stops, and counts as cancelled; line 2 answers.
+    let progress = progress_of(
+        db.group(&sql::cancel_line(BATCH, 1, waiting))
+            .pop()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(progress.cancelled, 1.0);
+    assert!(!progress.finished());
+    assert!(answer(&mut db, 2, sent, T0 + 1.0).unwrap().finished());
+    let row = finalize(&mut db, T0 + 2.0);
+    assert_eq!(row.status, "cancelled");
+    assert_eq!(state(&db, 1), "cancelled");
+    assert_eq!(stored_rows(&db), 1);
 }
 
 #[test]
@@ -566,7 +601,7 @@ fn lists_page_by_id() {
             .into_iter()
             .map(|r| serde_json::from_value::<FileRow>(r).unwrap().object())
             .collect();
-        list_object(rows, 2)
+        list_object(rows, 2, true)
     };
     let first = page(None, false);
     assert_eq!(first["has_more"], true);

@@ -7,6 +7,7 @@ mod support;
 
 use std::rc::Rc;
 
+use llm_distiller::runtime::Runtime;
 use llm_distiller::{
     BatchOptions, CallOptions, Error, GenerationConfig, LlmConfig, Prompt, ProviderManager, Route,
     StreamEvent,
@@ -925,4 +926,46 @@ fn dropping_a_call_gives_its_reservation_back() {
     });
     let status = &sim.run(manager.provider_status())[0];
     assert_eq!(status.rate_limiter.as_ref().unwrap().in_flight, 0);
+}
+
+#[test]
+fn a_closed_gate_stops_a_waiting_call_before_it_is_sent() {
+    use llm_distiller::Gate;
+    let sim = Sim::always(Reply::completion("ok").latency(10.0));
+    let manager = one_openai(&sim, 1, 1_000_000);
+    let gate = Gate::new();
+    let gated = CallOptions {
+        gate: Some(gate.clone()),
+        ..CallOptions::default()
+    };
+    let (a, b, config) = (Prompt::from("a"), Prompt::from("b"), small());
+    let (first, second) = sim.run(async {
+        let first = manager.generate(&a, &config, &Route::Default, &gated);
+        // One request per minute: the second waits its turn, and the gate closes meanwhile.
+        let second = async {
+            let closing = async {
+                sim.sleep(1_000.0).await;
+                gate.close();
+            };
+            let (answer, ()) = futures_util::join!(
+                manager.generate(&b, &config, &Route::Default, &gated),
+                closing
+            );
+            answer
+        };
+        futures_util::join!(first, second)
+    });
+    assert!(first.is_ok(), "{first:?}");
+    assert!(matches!(second, Err(Error::Aborted)), "{second:?}");
+    assert_eq!(sim.seen().len(), 1, "the second was never sent");
+    assert!(
+        sim.elapsed() < 2_000.0,
+        "it stopped waiting when the gate closed: {} ms",
+        sim.elapsed()
+    );
+    let status = sim.run(manager.provider_status());
+    assert_eq!(
+        status[0].rate_limiter.as_ref().map(|r| r.in_flight),
+        Some(0)
+    );
 }

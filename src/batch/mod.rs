@@ -572,16 +572,22 @@ impl ListPage {
 }
 
 /// An OpenAI list of `data` (objects with an `id`), one more than the page asked for telling
-/// whether there are more.
-pub fn list_object(mut data: Vec<Value>, limit: u32) -> Value {
+/// whether there are more. `first_id` and `last_id` name the page's ends; an empty page has
+/// none: a list whose spec requires them as strings (`ends_required`, the files') gets
+/// empty strings, another (the batches') leaves them out.
+pub fn list_object(mut data: Vec<Value>, limit: u32, ends_required: bool) -> Value {
     let has_more = data.len() > limit as usize;
     data.truncate(limit as usize);
-    let id = |v: Option<&Value>| v.and_then(|v| v["id"].as_str()).map(str::to_string);
-    json!({
-        "object": "list",
-        "first_id": id(data.first()),
-        "last_id": id(data.last()),
-        "has_more": has_more,
-        "data": data,
-    })
+    let id = |v: Option<&Value>| {
+        v.and_then(|v| v["id"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (first_id, last_id) = (id(data.first()), id(data.last()));
+    let mut list = json!({ "object": "list", "has_more": has_more, "data": data });
+    if !first_id.is_empty() || ends_required {
+        list["first_id"] = json!(first_id);
+        list["last_id"] = json!(last_id);
+    }
+    list
 }

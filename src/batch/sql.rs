@@ -404,6 +404,23 @@ pub fn cancel(id: &str, now_s: f64) -> Group {
     ]
 }
 
+/// A run of line `line` under `attempt` that stopped before it was sent, because the batch
+/// was cancelled while the line waited for its turn: the line `cancelled` and counted, only
+/// while it still runs under this attempt. Returns the counts and status when it counted.
+pub fn cancel_line(id: &str, line: u64, attempt: u64) -> Group {
+    vec![
+        Statement::new(
+            "UPDATE batch_items SET state = 'cancelled' WHERE batch_id = ?1 AND line = ?2 AND attempt = ?3 AND state = 'running'",
+            vec![id.into(), line.into(), attempt.into()],
+        ),
+        Statement::new(
+            "UPDATE batches SET cancelled = cancelled + 1 WHERE id = ?1 AND changes() = 1 \
+             RETURNING total, completed, failed, cancelled, status",
+            vec![id.into()],
+        ),
+    ]
+}
+
 /// Expires batch `id` once its window is over (`expires_at` ≤ now), as one transaction: its
 /// lines not started fail with `batch_expired` (each error line made in SQL, in the shape
 /// of [`super::error_line`]'s, with OpenAI's own message for it) and are counted; lines

@@ -145,7 +145,11 @@ pub async fn list(request: &Request, env: &Env, ctx: &Context) -> Result<Respons
         ctx.wait_until(async move { recover_all(&db, &queue).await });
     }
     let data = batches.iter().map(BatchRow::object).collect();
-    Ok(json_response(&list_object(data, page.limit), 200, None))
+    Ok(json_response(
+        &list_object(data, page.limit, false),
+        200,
+        None,
+    ))
 }
 
 /// `POST /v1/batches/{id}/cancel`: no new line starts; those running finish and are kept.

@@ -157,7 +157,11 @@ pub async fn list(request: &Request, env: &Env) -> Result<Response, ApiError> {
     .await
     .map_err(database_error)?;
     let data = files.iter().map(FileRow::object).collect();
-    Ok(json_response(&list_object(data, page.limit), 200, None))
+    Ok(json_response(
+        &list_object(data, page.limit, true),
+        200,
+        None,
+    ))
 }
 
 /// `DELETE /v1/files/{id}`.

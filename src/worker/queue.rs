@@ -7,7 +7,8 @@
 //! The queue is `BATCH_QUEUE`; its dead-letter queue has its name and `-dlq`. Delivery is
 //! at least once: a message for a line no longer queued (run already, cancelled) is taken
 //! and dropped. A run renews its claims every [`CLAIM_RENEW_MS`] while it waits for its
-//! turn; the claims of a run that died lapse and [`recover`] queues its lines again.
+//! turn, and stops the lines of a cancelled batch that are still waiting (they were never
+//! sent); the claims of a run that died lapse and [`recover`] queues its lines again.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +27,8 @@ use super::setup::{database, manager, Manager};
 use super::store::{first, last_rows, rows, run_group};
 use crate::batch::sql::{self, Progress};
 use crate::batch::{new_id, QueueMessage, RunEnd, CLAIM_LEASE_MS, CLAIM_RENEW_MS, FILE_PREFIX};
-use crate::client::CallOptions;
+use crate::client::{CallOptions, Gate};
+use crate::error::Error;
 use crate::openai_api::{parse_chat_request, ApiError};
 use crate::record::Arrival;
 use crate::runtime::Runtime;
@@ -80,9 +82,9 @@ async fn consume(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker:
             .iter()
             .map(|m| run_message(&db, &manager, &claims, m)),
     );
-    let results = match select(pin!(work), pin!(keep_claims(&db, &claims))).await {
+    let results = match select(pin!(work), pin!(watch(&db, &claims))).await {
         Either::Left((results, _)) => results,
-        // Renewing never ends by itself; had it ended, the work goes on alone.
+        // Watching never ends by itself; had it ended, the work goes on alone.
         Either::Right(((), work)) => work.await,
     };
     let mut touched = BTreeSet::new();
@@ -110,8 +112,15 @@ fn read(message: &RawMessage) -> Option<QueueMessage> {
     QueueMessage::read(&serde_json::from_str::<Value>(&text).ok()?)
 }
 
-/// The lines this invocation runs, by batch and line, with their attempts.
-type Claims = Rc<RefCell<BTreeMap<(String, u64), u64>>>;
+/// What this invocation runs: the lines by batch and line, with their attempts, and each
+/// batch's gate, closed when the batch stops being in progress.
+#[derive(Default)]
+struct Running {
+    lines: BTreeMap<(String, u64), u64>,
+    gates: BTreeMap<String, Gate>,
+}
+
+type Claims = Rc<RefCell<Running>>;
 
 #[derive(Deserialize)]
 struct Claim {
@@ -161,56 +170,90 @@ async fn run_line(
     };
     let attempt = claim.attempt as u64;
     let key = (batch.to_string(), line);
-    claims.borrow_mut().insert(key.clone(), attempt);
-    let end = match parse_chat_request(claim.request.as_bytes(), None) {
+    let gate = {
+        let mut running = claims.borrow_mut();
+        running.lines.insert(key.clone(), attempt);
+        running.gates.entry(batch.to_string()).or_default().clone()
+    };
+    let options = CallOptions {
+        gate: Some(gate),
+        ..CallOptions::default()
+    };
+    let ended = match parse_chat_request(claim.request.as_bytes(), None) {
         Ok(chat) => {
             let call = chat.call;
             let arrival = Arrival::now(&WasmRuntime);
             let result = manager
-                .generate(
-                    &call.prompt,
-                    &call.config,
-                    &call.route,
-                    &CallOptions::default(),
-                )
+                .generate(&call.prompt, &call.config, &call.route, &options)
                 .await;
-            let attribution = match &result {
-                Ok(_) => (String::new(), String::new()),
-                Err(error) => manager.attribution(&call.route, &call.config, error),
-            };
-            RunEnd::new(
-                batch,
-                line,
-                &claim.custom_id,
-                &arrival,
-                &call,
-                &result,
-                attribution,
-            )
+            match result {
+                // The batch was cancelled while the line waited for its turn: never sent.
+                Err(Error::Aborted) => None,
+                result => {
+                    let attribution = match &result {
+                        Ok(_) => (String::new(), String::new()),
+                        Err(error) => manager.attribution(&call.route, &call.config, error),
+                    };
+                    Some(RunEnd::new(
+                        batch,
+                        line,
+                        &claim.custom_id,
+                        &arrival,
+                        &call,
+                        &result,
+                        attribution,
+                    ))
+                }
+            }
         }
-        Err(refused) => RunEnd::refused(batch, line, &claim.custom_id, &refused),
+        Err(refused) => Some(RunEnd::refused(batch, line, &claim.custom_id, &refused)),
     };
-    claims.borrow_mut().remove(&key);
-    let results = run_group(db, &end.finish(batch, line, attempt, now())).await?;
+    claims.borrow_mut().lines.remove(&key);
+    let group = match ended {
+        Some(end) => end.finish(batch, line, attempt, now()),
+        None => sql::cancel_line(batch, line, attempt),
+    };
+    let results = run_group(db, &group).await?;
     Ok(Some(last_rows::<Progress>(&results)?.into_iter().next()))
 }
 
-/// Renews the claims of the lines under way every [`CLAIM_RENEW_MS`], for as long as the
-/// invocation runs (it never ends by itself).
-async fn keep_claims(db: &D1Database, claims: &Claims) {
+/// How often a run looks whether its batches are still in progress: a line waiting for its
+/// turn stops within this long of a cancel.
+const WATCH_MS: f64 = 2_000.0;
+
+/// Watches the lines under way for as long as the invocation runs (it never ends by
+/// itself): closes the gate of a batch no longer in progress, so that its lines still
+/// waiting for their turn stop unsent, and renews the claims every [`CLAIM_RENEW_MS`].
+async fn watch(db: &D1Database, claims: &Claims) {
+    let mut since_renewal = 0.0;
     loop {
-        WasmRuntime.sleep(CLAIM_RENEW_MS).await;
+        WasmRuntime.sleep(WATCH_MS).await;
+        since_renewal += WATCH_MS;
         let mut by_batch: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-        for ((batch, line), attempt) in claims.borrow().iter() {
+        for ((batch, line), attempt) in claims.borrow().lines.iter() {
             by_batch
                 .entry(batch.clone())
                 .or_default()
                 .push((*line, *attempt));
         }
-        for (batch, lines) in by_batch {
-            if let Err(e) = run_group(db, &sql::keep_claims(&batch, &lines, now())).await {
-                console_warn!("claims of batch {batch} not renewed: {e}");
+        for (batch, lines) in &by_batch {
+            match first::<Progress>(db, &sql::progress(batch)).await {
+                Ok(Some(progress)) if progress.status != "in_progress" => {
+                    if let Some(gate) = claims.borrow().gates.get(batch) {
+                        gate.close();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => console_warn!("batch {batch} not watched: {e}"),
             }
+            if since_renewal >= CLAIM_RENEW_MS {
+                if let Err(e) = run_group(db, &sql::keep_claims(batch, lines, now())).await {
+                    console_warn!("claims of batch {batch} not renewed: {e}");
+                }
+            }
+        }
+        if since_renewal >= CLAIM_RENEW_MS {
+            since_renewal = 0.0;
         }
     }
 }

@@ -86,9 +86,9 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
 
 /**
  * A server (`command args`, in `cwd`) that will listen at `url`, started as a child in its
- * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop }` once
- * `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL after
- * 10 s), as does this process's exit. Errors name the server and quote the log's tail
+ * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop, kill }`
+ * once `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL
+ * after 10 s), as does this process's exit; `kill()` kills it at once. Errors name the server and quote the log's tail
  * through `redact`.
  */
 export async function startServerProcess({ name, command, args, cwd, env, url, readyPath = '/', logPath, startupTimeoutMs, redact = (text) => text }) {
@@ -116,6 +116,13 @@ export async function startServerProcess({ name, command, args, cwd, env, url, r
       killGroup('SIGTERM');
       const done = await Promise.race([exit.then(() => true), sleep(10_000).then(() => false)]);
       if (!done) killGroup('SIGKILL');
+      await Promise.race([exit, sleep(5_000)]);
+    },
+    /** Kills the whole group at once (SIGKILL), as a crash would: nothing is flushed. */
+    async kill() {
+      process.off('exit', onExit);
+      if (exited) return;
+      killGroup('SIGKILL');
       await Promise.race([exit, sleep(5_000)]);
     },
   };

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use llm_distiller::chat::{LlmResponse, Usage};
@@ -171,13 +173,20 @@ impl Sim {
         self.0.borrow().now - START_MS
     }
 
-    /// Drives `future` to completion, advancing the fake clock whenever every task waits.
+    /// Drives `future` to completion, advancing the fake clock whenever every task waits
+    /// (and nothing woke it meanwhile: a wake-up that is not a timer's is seen at once).
     pub fn run<F: Future>(&self, future: F) -> F::Output {
         let mut future = pin!(future);
-        let mut cx = Context::from_waker(Waker::noop());
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = Waker::from(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
         for _ in 0..10_000_000u64 {
+            woken.0.store(false, Ordering::SeqCst);
             if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
                 return out;
+            }
+            if woken.0.load(Ordering::SeqCst) {
+                continue;
             }
             let due: Vec<Waker> = {
                 let mut state = self.0.borrow_mut();
@@ -217,6 +226,15 @@ impl Sim {
                 .insert((deadline.to_bits(), seq), cx.waker().clone());
             Poll::Pending
         })
+    }
+}
+
+/// Whether the simulation's future was woken during its last poll.
+struct Woken(AtomicBool);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
     }
 }
 
