@@ -50,6 +50,7 @@ part "rate-limiter decisions (bench/rate-limit.mjs)" node bench/rate-limit.mjs "
 part "a batch against a rate-limited upstream (bench/batch.mjs)" node bench/batch.mjs "${quick[@]}"
 part "the Worker's overhead (bench/worker.mjs)" node bench/worker.mjs --requests "$worker_requests"
 part "one rate limit across isolates (bench/shared-limit.mjs)" node bench/shared-limit.mjs "${quick[@]}"
+part "batches on the Worker (bench/batch-worker.mjs)" node bench/batch-worker.mjs "${quick[@]}"
 part "sizes (bench/sizes.mjs)" node bench/sizes.mjs
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)"

@@ -758,7 +758,13 @@ fn a_batch_object_has_the_specs_shape() {
         total: 3.0,
         completed: 1.0,
         failed: 0.0,
+        progressed_at: Some(T0),
     };
+    assert!(!row.stalled(T0 + 1_000.0), "a line ended a second ago");
+    assert!(
+        row.stalled(T0 + llm_distiller::batch::STALL_MS),
+        "none for a while: look after it"
+    );
     let object = row.object();
     assert_eq!(object["object"], "batch");
     assert_eq!(object["metadata"], json!({ "run": "7" }));

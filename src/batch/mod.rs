@@ -210,9 +210,24 @@ pub struct BatchRow {
     pub completed: f64,
     /// Lines that failed for good (or expired).
     pub failed: f64,
+    /// When a line last ended or was sent out, in milliseconds.
+    pub progressed_at: Option<f64>,
 }
 
+/// How long a batch in progress may go without a line ending before a look at it
+/// ([`BatchRow::stalled`]) recovers it: longer than a run normally takes to end a line,
+/// so that polling a batch that moves costs nothing.
+pub const STALL_MS: f64 = 5_000.0;
+
 impl BatchRow {
+    /// Whether the batch is in progress and no line has ended for [`STALL_MS`]: its work
+    /// may have been lost (a queue restarted empty, a run that died), and a look at it
+    /// should recover it.
+    pub fn stalled(&self, now_ms: f64) -> bool {
+        matches!(self.status.as_str(), "in_progress" | "cancelling")
+            && self.progressed_at.is_none_or(|at| at + STALL_MS <= now_ms)
+    }
+
     /// OpenAI's batch object: times that have not happened and files that do not exist are
     /// left out (the spec has them as integers and strings, never null).
     pub fn object(&self) -> Value {

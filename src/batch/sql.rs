@@ -107,7 +107,7 @@ pub fn delete_file(id: &str) -> Group {
 const BATCH_COLUMNS: &str =
     "id, endpoint, input_file_id, completion_window, status, metadata, errors, \
      output_file_id, error_file_id, created_at, in_progress_at, expires_at, finalizing_at, \
-     completed_at, failed_at, cancelling_at, cancelled_at, expired_at, total, completed, failed";
+     completed_at, failed_at, cancelling_at, cancelled_at, expired_at, total, completed, failed, progressed_at";
 
 /// One batch.
 pub fn get_batch(id: &str) -> Statement {

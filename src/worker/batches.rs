@@ -118,7 +118,7 @@ async fn batch_response(db: &D1Database, id: &str) -> Result<Response, ApiError>
 pub async fn get(id: &str, env: &Env, ctx: &Context) -> Result<Response, ApiError> {
     let db = database(env)?;
     let row = batch(&db, id).await?;
-    if matches!(row.status.as_str(), "in_progress" | "cancelling") {
+    if row.stalled(WasmRuntime.now_ms()) {
         if let Ok(queue) = queue::queue(env) {
             let id = id.to_string();
             let db = database(env)?;

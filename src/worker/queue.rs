@@ -19,7 +19,7 @@ use futures_util::future::{join_all, select, Either};
 use serde::Deserialize;
 use serde_json::Value;
 use worker::{
-    console_warn, event, Context, D1Database, Env, MessageBatch, MessageExt, Queue,
+    console_log, console_warn, event, Context, D1Database, Env, MessageBatch, MessageExt, Queue,
     QueueRetryOptionsBuilder, RawMessage,
 };
 
@@ -103,6 +103,12 @@ async fn consume(batch: MessageBatch<Value>, env: Env, _ctx: Context) -> worker:
     }
     // Let the shared limiter hear of the answers before the invocation ends.
     manager.flush().await;
+    console_log!(
+        "batch work: {} messages; {} D1 statements sent by isolate {} so far",
+        messages.len(),
+        super::store::statements_sent(),
+        super::store::isolate()
+    );
     Ok(())
 }
 

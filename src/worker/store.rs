@@ -38,8 +38,29 @@ fn bound(param: &Param) -> JsValue {
     }
 }
 
+thread_local! {
+    /// The statements this isolate has sent to D1, for the logs (`bench/batch-worker.mjs`
+    /// reads them to count the statements a batch's line costs).
+    static STATEMENTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many statements this isolate has sent to D1.
+pub fn statements_sent() -> u64 {
+    STATEMENTS.with(std::cell::Cell::get)
+}
+
+thread_local! {
+    static ISOLATE: f64 = js_sys::Math::random();
+}
+
+/// A random number drawn once per isolate, to tell isolates apart in the logs.
+pub fn isolate() -> u64 {
+    ISOLATE.with(|r| (r * 1e6) as u64)
+}
+
 /// The statement, prepared and bound for D1.
 pub fn prepare(db: &D1Database, statement: &Statement) -> worker::Result<D1PreparedStatement> {
+    STATEMENTS.with(|n| n.set(n.get() + 1));
     let values: Vec<JsValue> = statement.params.iter().map(bound).collect();
     db.prepare(statement.sql.as_str()).bind(&values)
 }
