@@ -75,7 +75,7 @@ try {
   const server = await stats(serverKey);
   const arrivals = (await (await fetch(`${upstream.url}/__log/${serverKey}`)).json()).map((e) => e.at_ms);
   const epochT0 = performance.timeOrigin + t0;
-  const phases = `the first upstream call at + +${((arrivals[0] - epochT0) / 1000).toFixed(2)} s (upload, create, the queue), the ${RPM}th at +${((arrivals[RPM - 1] - epochT0) / 1000).toFixed(2)} s, the last at +${((arrivals.at(-1) - epochT0) / 1000).toFixed(2)} s, the output downloaded at +${(serverMs / 1000).toFixed(2)} s`;
+  const phases = `the first upstream call at +${((arrivals[0] - epochT0) / 1000).toFixed(2)} s (upload, create, the queue), the ${RPM}th at +${((arrivals[RPM - 1] - epochT0) / 1000).toFixed(2)} s, the last at +${((arrivals.at(-1) - epochT0) / 1000).toFixed(2)} s, the output downloaded at +${(serverMs / 1000).toFixed(2)} s`;
 
   // The same prompts driven by the client: the npm package's generateBatch.
   const { ProviderManager } = await import(path.join(ROOT, 'pkg/node.js'));
