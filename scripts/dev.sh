@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main command: sets everything up on a fresh machine and starts the Worker locally,
-# with its local D1, its Durable Objects (the shared rate limiters) and the demo page, on
-# http://127.0.0.1:${PORT:-8787}/.
+# with its local D1, its Durable Objects (the shared rate limiters), its Queues (the batches'
+# work) and the demo page, on http://127.0.0.1:${PORT:-8787}/.
 #
 # Providers: with OPENAI_API_KEY in the environment, OpenAI (model $OPENAI_MODEL, default
 # gpt-4o-mini); with AZURE_OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_DEPLOYMENT,
