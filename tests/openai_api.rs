@@ -1299,6 +1299,10 @@ fn methods_and_paths_name_an_endpoint_or_an_openai_error() {
         ("GET", "/health", Endpoint::Health),
         ("HEAD", "/health", Endpoint::Health),
         ("OPTIONS", "/v1/anything", Endpoint::Preflight),
+        ("POST", "/v1/files", Endpoint::CreateFile),
+        ("GET", "/v1/files", Endpoint::ListFiles),
+        ("POST", "/v1/batches", Endpoint::CreateBatch),
+        ("GET", "/v1/batches", Endpoint::ListBatches),
     ];
     for (method, path, expected) in cases {
         assert_eq!(
@@ -1311,6 +1315,41 @@ fn methods_and_paths_name_an_endpoint_or_an_openai_error() {
         Endpoint::resolve("GET", &format!("/v1/responses/{id}")),
         Ok(Endpoint::GetResponse(id.to_string()))
     );
+    let file = "file-0123456789abcdef0123456789ab";
+    let batch = "batch_0123456789abcdef0123456789ab";
+    for (method, path, expected) in [
+        (
+            "GET",
+            format!("/v1/files/{file}"),
+            Endpoint::GetFile(file.into()),
+        ),
+        (
+            "DELETE",
+            format!("/v1/files/{file}"),
+            Endpoint::DeleteFile(file.into()),
+        ),
+        (
+            "GET",
+            format!("/v1/files/{file}/content"),
+            Endpoint::FileContent(file.into()),
+        ),
+        (
+            "GET",
+            format!("/v1/batches/{batch}"),
+            Endpoint::GetBatch(batch.into()),
+        ),
+        (
+            "POST",
+            format!("/v1/batches/{batch}/cancel"),
+            Endpoint::CancelBatch(batch.into()),
+        ),
+    ] {
+        assert_eq!(
+            Endpoint::resolve(method, &path),
+            Ok(expected),
+            "{method} {path}"
+        );
+    }
     assert!(!Endpoint::Health.needs_token() && !Endpoint::Preflight.needs_token());
     assert!(Endpoint::ChatCompletions.needs_token() && Endpoint::Providers.needs_token());
 
@@ -1318,6 +1357,12 @@ fn methods_and_paths_name_an_endpoint_or_an_openai_error() {
         ("GET", "/v1/chat/completions", "POST"),
         ("DELETE", "/v1/responses", "GET"),
         ("POST", "/health", "GET, HEAD"),
+        ("PUT", "/v1/files", "GET, POST"),
+        (
+            "POST",
+            "/v1/batches/batch_0123456789abcdef0123456789ab",
+            "GET",
+        ),
     ] {
         let error = Endpoint::resolve(method, path).unwrap_err();
         assert_eq!(error.status, 405, "{method} {path}");
