@@ -167,13 +167,14 @@ function normaliseUrl(text) {
 }
 
 /** Calls the Worker with the token; rejects with a WorkerError (and asks for the token again on 401). */
-async function api(path, { method = "GET", json, signal } = {}) {
+async function api(path, { method = "GET", json, body, signal } = {}) {
   if (!session.token) {
     askForToken();
     throw new WorkerError("Connect to the Worker first: enter its URL and the access token above.");
   }
   const headers = { authorization: `Bearer ${session.token}` };
-  const init = { method, headers, signal };
+  // `body` goes as it is (a FormData sets its own multipart content type).
+  const init = { method, headers, signal, body };
   if (json !== undefined) {
     headers["content-type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -676,7 +677,66 @@ function setUpPrompt() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. Batch runner: the npm package's ProviderManager with the Worker as its provider
+// 3. Batch runner: a durable batch on the Worker (OpenAI's Batch API), or the npm
+// package's ProviderManager in this tab with the Worker as its provider
+
+/** localStorage: the Worker URL and id of the last batch sent to the Worker (no secret). */
+const STORAGE_BATCH = "llm-distiller.batch";
+const BATCH_POLL_MS = 1000;
+/** How many polls in a row may fail (the Worker restarting, say) before the page stops following. */
+const BATCH_POLL_FAILURES = 30;
+const BATCH_ENDED = new Set(["completed", "failed", "cancelled", "expired"]);
+
+const sleep = (ms, signal) => new Promise((resolve) => {
+  const timer = setTimeout(resolve, ms);
+  signal?.addEventListener("abort", () => {
+    clearTimeout(timer);
+    resolve();
+  }, { once: true });
+});
+
+/** The `custom_id` of prompt `index` (from 0) in the files this page makes. */
+const customIdOf = (index) => `prompt-${index + 1}`;
+
+/** A batch input file: one `POST /v1/chat/completions` line per prompt, in OpenAI's JSONL. */
+function batchInput(prompts, body) {
+  return prompts.map((prompt, index) => JSON.stringify({
+    custom_id: customIdOf(index),
+    method: "POST",
+    url: "/v1/chat/completions",
+    body: { ...body, messages: [{ role: "user", content: prompt }] },
+  })).join("\n") + "\n";
+}
+
+/** The lines of a JSONL text, read; lines that do not parse are skipped. */
+function readJsonl(text) {
+  return text.split("\n").flatMap((line) => {
+    if (!line.trim()) return [];
+    try {
+      return [JSON.parse(line)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** What a batch input line asks: its last user message, as text. */
+function promptOf(line) {
+  const messages = Array.isArray(line?.body?.messages) ? line.body.messages : [];
+  const content = messages.filter((m) => m?.role === "user").at(-1)?.content;
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) return content.map((part) => part?.text ?? "").join(" ");
+  return String(line?.custom_id ?? "");
+}
+
+function readStoredBatch() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(STORAGE_BATCH) ?? "null");
+    return typeof stored?.id === "string" && typeof stored?.url === "string" ? stored : null;
+  } catch {
+    return null;
+  }
+}
 
 function setUpBatch() {
   const form = $("batch-form");
@@ -688,7 +748,9 @@ function setUpBatch() {
   const progress = $("bt-progress");
   const progressText = $("bt-progress-text");
   const items = $("bt-items");
-  let controller = null;
+  const batchLine = $("bt-batch");
+  /** The run in progress: `{ mode, controller, batchId }`, or null. */
+  let current = null;
 
   const readPrompts = () => promptsInput.value.split(/\r?\n/).map((line) => line.trim()).filter(Boolean);
   const count = () => {
@@ -704,7 +766,17 @@ function setUpBatch() {
   });
   select.addEventListener("change", refreshChoice);
   fillProviderSelect(select);
-  cancel.addEventListener("click", () => controller?.abort());
+
+  const modeChosen = () => form.querySelector('input[name="bt-mode"]:checked')?.value ?? "worker";
+  /** Shows the fields and figures of one mode. */
+  const showMode = (mode) => {
+    $("bt-concurrency-field").hidden = mode !== "browser";
+    for (const row of $("bt-stats").querySelectorAll("[data-mode]")) row.hidden = row.dataset.mode !== mode;
+  };
+  $("bt-mode").addEventListener("change", () => {
+    if (!current) showMode(modeChosen());
+  });
+  showMode(modeChosen());
 
   const setItem = (index, status, detail) => {
     const item = items.children[index];
@@ -716,17 +788,58 @@ function setUpBatch() {
     const note = item.querySelector(".items__detail");
     note.replaceChildren(...(Array.isArray(detail) ? detail : [detail ?? ""]));
   };
-  const detailOf = (result) => result.ok
-    ? [truncate(result.response.content, 140), h("span", { class: "muted" },
-        ` · ${formatMs(result.response.response_time_ms)}${result.response.attempts > 1 ? ` · ${result.response.attempts} attempts` : ""}`)]
-    : [h("span", { class: "error-text" }, describeError(result.error))];
+  const showItems = (prompts, status = "pending") => {
+    items.replaceChildren(...prompts.map((prompt, index) => h("li", { class: "items__item", "data-status": status },
+      h("span", { class: "items__index", "aria-hidden": "true" }, `${index + 1}.`),
+      h("span", { class: `badge badge--${status}` }, status),
+      h("span", { class: "items__prompt" }, prompt),
+      h("span", { class: "items__detail" }))));
+  };
+  const showProgress = (finished, total) => {
+    progress.max = Math.max(total, 1);
+    progress.value = finished;
+    const percent = total ? Math.round((finished / total) * 100) : 0;
+    progressText.textContent = `${finished} of ${total} (${percent} %)`;
+  };
+  const startRun = (mode) => {
+    showMode(mode);
+    current = { mode, controller: new AbortController(), batchId: null };
+    run.disabled = true;
+    cancel.disabled = mode === "worker";
+    $("bt-run-view").hidden = false;
+    $("bt-downloads").hidden = true;
+    batchLine.hidden = true;
+    return current;
+  };
+  const endRun = (ended) => {
+    if (current !== ended) return;
+    current = null;
+    run.disabled = false;
+    cancel.disabled = true;
+  };
+
+  cancel.addEventListener("click", async () => {
+    if (!current) return;
+    if (current.mode === "browser") {
+      current.controller.abort();
+      return;
+    }
+    // On the Worker: the lines not started are cancelled at once; those running finish
+    // and are kept. The page follows the batch on to `cancelled`.
+    cancel.disabled = true;
+    try {
+      await api(`/v1/batches/${encodeURIComponent(current.batchId)}/cancel`, { method: "POST" });
+    } catch (error) {
+      showAlert(errorBox, `The Worker did not cancel the batch: ${describeError(error)}`);
+      cancel.disabled = false;
+    }
+  });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     showAlert(errorBox, "");
     let prompts;
-    let config;
-    let concurrency;
+    let body;
     let provider;
     try {
       provider = providerByName(select.value);
@@ -736,12 +849,11 @@ function setUpBatch() {
         promptsInput.focus();
         throw new InputError("Write at least one prompt, one per line.");
       }
-      concurrency = readNumber($("bt-concurrency"), { min: 1, max: 32, integer: true });
-      config = {
+      body = {
+        model: provider.model,
         temperature: readNumber($("bt-temperature"), { min: 0, max: 2 }),
         max_tokens: readNumber($("bt-max-tokens"), { min: 1, integer: true }),
-        // An extension of the Worker's API: GenerationConfig passes unknown parameters
-        // through, so this reaches the Worker's body and picks its provider.
+        // An extension of the Worker's API: it picks the provider.
         provider: provider.name,
       };
       if (!session.token) throw new WorkerError("Connect to the Worker first: enter its URL and the access token above.");
@@ -749,7 +861,177 @@ function setUpBatch() {
       showAlert(errorBox, describeError(error));
       return;
     }
+    if (modeChosen() === "browser") await runInBrowser(prompts, body, provider);
+    else await runOnWorker(prompts, body);
+  });
 
+  // ---- On the Worker: upload, create, follow until it ends, fetch the files
+
+  async function runOnWorker(prompts, body) {
+    const job = startRun("worker");
+    showItems(prompts);
+    showProgress(0, prompts.length);
+    $("bt-status").textContent = "uploading";
+    let batch;
+    try {
+      const upload = new FormData();
+      upload.append("purpose", "batch");
+      upload.append("file", new Blob([batchInput(prompts, body)], { type: "application/jsonl" }), "prompts.jsonl");
+      const file = await (await api("/v1/files", { method: "POST", body: upload })).json();
+      batch = await (await api("/v1/batches", {
+        method: "POST",
+        json: {
+          input_file_id: file.id,
+          endpoint: "/v1/chat/completions",
+          completion_window: "24h",
+          metadata: { source: "llm-distiller demo page" },
+        },
+      })).json();
+    } catch (error) {
+      $("bt-status").textContent = "not sent";
+      showAlert(errorBox, `The Worker did not take the batch: ${describeError(error)}`);
+      endRun(job);
+      return;
+    }
+    localStorage.setItem(STORAGE_BATCH, JSON.stringify({ url: session.url, id: batch.id }));
+    await follow(job, batch, prompts.map((_, i) => customIdOf(i)));
+  }
+
+  /**
+   * Follows `batch` until it ends (polling its counts), then shows each line's answer.
+   * `customIds[i]` is the `custom_id` of the item shown `i`-th.
+   */
+  async function follow(job, batch, customIds) {
+    job.batchId = batch.id;
+    cancel.disabled = BATCH_ENDED.has(batch.status);
+    batchLine.hidden = false;
+    batchLine.textContent = `Batch ${batch.id}: it keeps running on the Worker if this tab closes; the page picks it up again when it opens.`;
+    const index = new Map(customIds.map((id, i) => [id, i]));
+    let failures = 0;
+    while (!job.controller.signal.aborted) {
+      renderBatch(batch);
+      if (BATCH_ENDED.has(batch.status)) break;
+      await sleep(BATCH_POLL_MS, job.controller.signal);
+      if (job.controller.signal.aborted) break;
+      try {
+        batch = await (await api(`/v1/batches/${encodeURIComponent(batch.id)}`, { signal: job.controller.signal })).json();
+        failures = 0;
+        showAlert(errorBox, "");
+      } catch (error) {
+        if (error?.name === "AbortError") break;
+        if (error.status === 401 || error.status === 404 || ++failures >= BATCH_POLL_FAILURES) {
+          if (error.status === 404) localStorage.removeItem(STORAGE_BATCH);
+          showAlert(errorBox, `Stopped following batch ${batch.id}: ${describeError(error)}`);
+          endRun(job);
+          return;
+        }
+        showAlert(errorBox, `Could not read the batch (${describeError(error)}); trying again.`);
+      }
+    }
+    if (job.controller.signal.aborted) {
+      endRun(job);
+      return;
+    }
+    try {
+      await showResults(batch, index);
+    } catch (error) {
+      showAlert(errorBox, `The batch ended, but its files could not be read: ${describeError(error)}`);
+    }
+    endRun(job);
+  }
+
+  function renderBatch(batch) {
+    const counts = batch.request_counts ?? { total: 0, completed: 0, failed: 0 };
+    const total = counts.total || items.children.length;
+    showProgress(counts.completed + counts.failed, total);
+    $("bt-status").textContent = batch.status;
+    $("bt-done").textContent = formatNumber(counts.completed);
+    $("bt-failed").textContent = formatNumber(counts.failed);
+    const ended = batch.completed_at ?? batch.failed_at ?? batch.cancelled_at ?? batch.expired_at;
+    $("bt-elapsed").textContent = formatMs(((ended ?? Date.now() / 1000) - batch.created_at) * 1000);
+    if (batch.status === "failed" && batch.errors?.data?.length) {
+      const lines = batch.errors.data.slice(0, 5).map((e) => `${e.line ? `line ${e.line}: ` : ""}${e.message}`);
+      showAlert(errorBox, `The Worker refused the file: ${lines.join("; ")}`);
+    }
+  }
+
+  async function showResults(batch, index) {
+    const files = [
+      [batch.output_file_id, $("bt-download-output"), "output"],
+      [batch.error_file_id, $("bt-download-errors"), "errors"],
+    ];
+    const seen = new Set();
+    for (const [id, button, kind] of files) {
+      button.hidden = !id;
+      if (!id) continue;
+      const text = await (await api(`/v1/files/${encodeURIComponent(id)}/content`)).text();
+      button.onclick = () => download(text, `${batch.id}-${kind}.jsonl`);
+      for (const line of readJsonl(text)) {
+        const at = index.get(line.custom_id);
+        if (at === undefined) continue;
+        seen.add(at);
+        const answer = line.response?.status_code === 200 ? line.response.body : null;
+        if (answer && !line.error) {
+          const thinking = answer.choices?.[0]?.message?.reasoning_content;
+          setItem(at, "done", [truncate(answer.choices?.[0]?.message?.content ?? "", 140),
+            h("span", { class: "muted" }, thinking ? " · with reasoning" : "")]);
+        } else {
+          const message = line.error?.message ?? line.response?.body?.error?.message ?? "no answer";
+          setItem(at, "failed", h("span", { class: "error-text" }, message));
+        }
+      }
+    }
+    $("bt-downloads").hidden = !batch.output_file_id && !batch.error_file_id;
+    for (let at = 0; at < items.children.length; at += 1) {
+      if (seen.has(at)) continue;
+      if (batch.status === "cancelled") setItem(at, "cancelled", "cancelled before it was sent");
+      else if (batch.status === "failed") setItem(at, "failed", "the batch failed validation");
+    }
+  }
+
+  function download(text, filename) {
+    const url = URL.createObjectURL(new Blob([text], { type: "application/jsonl" }));
+    const link = h("a", { href: url, download: filename, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  }
+
+  /** Picks up the last batch sent to this Worker from this browser, after a reload. */
+  async function resume() {
+    const stored = readStoredBatch();
+    if (!stored || stored.url !== session.url || current) return;
+    const job = startRun("worker");
+    try {
+      const batch = await (await api(`/v1/batches/${encodeURIComponent(stored.id)}`)).json();
+      const input = await (await api(`/v1/files/${encodeURIComponent(batch.input_file_id)}/content`)).text();
+      const lines = readJsonl(input);
+      showItems(lines.map(promptOf));
+      await follow(job, batch, lines.map((line) => line.custom_id));
+    } catch (error) {
+      if (error.status === 404) localStorage.removeItem(STORAGE_BATCH);
+      showAlert(errorBox, `Could not pick up batch ${stored.id}: ${describeError(error)}`);
+      endRun(job);
+    }
+  }
+  connectionListeners.push((connected) => {
+    if (connected) resume();
+    else current?.mode === "worker" && current.controller.abort();
+  });
+
+  // ---- In this browser: the package's generateBatch with the Worker as its provider
+
+  async function runInBrowser(prompts, body, provider) {
+    let concurrency;
+    try {
+      concurrency = readNumber($("bt-concurrency"), { min: 1, max: 32, integer: true });
+    } catch (error) {
+      showAlert(errorBox, describeError(error));
+      return;
+    }
+    // GenerationConfig passes unknown parameters through: `provider` reaches the Worker.
+    const { model: _model, ...config } = body;
     // The Worker is OpenAI-compatible: the package calls it like any `custom` upstream,
     // with its own limits generous, so the Worker's limiter is the one that counts.
     let manager;
@@ -770,22 +1052,12 @@ function setUpBatch() {
       return;
     }
 
-    controller = new AbortController();
-    run.disabled = true;
-    cancel.disabled = false;
-    $("bt-run-view").hidden = false;
-    items.replaceChildren(...prompts.map((prompt, index) => h("li", { class: "items__item", "data-status": "pending" },
-      h("span", { class: "items__index", "aria-hidden": "true" }, `${index + 1}.`),
-      h("span", { class: "badge badge--pending" }, "pending"),
-      h("span", { class: "items__prompt" }, prompt),
-      h("span", { class: "items__detail" }))));
+    const job = startRun("browser");
+    showItems(prompts);
     const totals = { done: 0, failed: 0, retries: 0, waits: 0, waitedMs: 0 };
     const started = performance.now();
     const renderTotals = (finished, total) => {
-      progress.max = total;
-      progress.value = finished;
-      const percent = total ? Math.round((finished / total) * 100) : 0;
-      progressText.textContent = `${finished} of ${total} (${percent} %)`;
+      showProgress(finished, total);
       $("bt-done").textContent = formatNumber(totals.done);
       $("bt-failed").textContent = formatNumber(totals.failed);
       $("bt-retries").textContent = formatNumber(totals.retries);
@@ -793,7 +1065,7 @@ function setUpBatch() {
       $("bt-waited").textContent = formatMs(totals.waitedMs);
       $("bt-elapsed").textContent = formatMs(performance.now() - started);
     };
-    const count = (result) => {
+    const tally = (result) => {
       if (result.ok) {
         totals.done += 1;
         totals.retries += Math.max(0, result.response.attempts - 1);
@@ -805,17 +1077,20 @@ function setUpBatch() {
         totals.failed += 1;
       }
     };
+    const detailOf = (result) => result.ok
+      ? [truncate(result.response.content, 140), h("span", { class: "muted" },
+          ` · ${formatMs(result.response.response_time_ms)}${result.response.attempts > 1 ? ` · ${result.response.attempts} attempts` : ""}`)]
+      : [h("span", { class: "error-text" }, describeError(result.error))];
     renderTotals(0, prompts.length);
     let refused = null;
     try {
       const results = await manager.generateBatch(prompts, config, {
         concurrency,
-        signal: controller.signal,
-        // Counts come from each item as it finishes. The package does not say which
-        // prompt an item answers, so rows are marked from the ordered results at the end
-        // (or at once, should a later version pass the index).
+        signal: job.controller.signal,
+        // Counts come from each item as it finishes; rows are marked from the ordered
+        // results at the end (or at once, when the item names its index).
         onProgress: (done, total, item, index) => {
-          count(item);
+          tally(item);
           const at = Number.isInteger(item.index) ? item.index : Number.isInteger(index) ? index : null;
           if (at !== null) setItem(at, item.ok ? "done" : "failed", detailOf(item));
           if (!item.ok && item.error?.status === 401) refused ??= item.error;
@@ -826,7 +1101,7 @@ function setUpBatch() {
       // The totals again from the ordered results: the same numbers, and right even if a
       // progress callback was missed.
       Object.assign(totals, { done: 0, failed: 0, retries: 0, waits: 0, waitedMs: 0 });
-      results.forEach(count);
+      results.forEach(tally);
       renderTotals(results.length, prompts.length);
       if (totals.failed) showAlert(errorBox, `${totals.failed} of ${prompts.length} prompts failed; their errors are in the list.`);
     } catch (error) {
@@ -836,13 +1111,11 @@ function setUpBatch() {
       }
     } finally {
       manager.free();
-      controller = null;
-      run.disabled = false;
-      cancel.disabled = true;
+      endRun(job);
       $("bt-elapsed").textContent = formatMs(performance.now() - started);
     }
     if (refused) tokenRefused(refused);
-  });
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 // dev`), but on free ports, with a fresh database in a temp directory and a random access
 // token. Headless Chromium (playwright-core) then uses the page as a person would: enters
 // the token, types into the thinking playground, streams a prompt, runs a batch of 20
-// through the npm package, browses the stored responses and watches the providers.
+// through the npm package and batches on the Worker (followed across a reload, cancelled),
+// browses the stored responses and watches the providers.
 // A screenshot of each view goes to test-output/demo/ (their paths are printed),
 // with the log of wrangler dev and what the page logged.
 //
@@ -92,7 +93,14 @@ before(async () => {
     model: 'demo-model',
     rate_limit: { requests_per_minute: 600, tokens_per_minute: 1_000_000 },
   };
-  const config = { providers: { demo, echo: { ...demo } }, default_provider: 'demo' };
+  // `slow` answers after 1.5 s and takes 10 requests a minute: a batch on it is still
+  // running when the page cancels it.
+  const slow = {
+    ...demo,
+    base_url: `${upstream.url}/s/slow:1500/demo/v1`,
+    rate_limit: { requests_per_minute: 10, tokens_per_minute: 1_000_000 },
+  };
+  const config = { providers: { demo, echo: { ...demo }, slow }, default_provider: 'demo' };
   worker = await startWranglerDev({
     persistDir,
     envFile,
@@ -219,6 +227,9 @@ test('a batch of 20 through the npm package reaches 100 % with 20 done items', {
   await openSection('batch');
   const prompts = Array.from({ length: BATCH_SIZE }, (_, i) => `Batch question ${i + 1}: what is ${i} + ${i}?`);
   await page.fill('#bt-prompts', prompts.join('\n'));
+  assert.ok(await page.isChecked('input[name="bt-mode"][value="worker"]'), 'a batch runs on the Worker unless told otherwise');
+  assert.ok(await page.isHidden('#bt-concurrency'), 'concurrency is the package\'s, not the Worker\'s');
+  await page.check('input[name="bt-mode"][value="browser"]');
   await page.fill('#bt-concurrency', '5');
   assert.equal(await page.inputValue('#bt-provider'), 'demo', 'the default provider is chosen');
   // Another provider: the package passes config.provider through to the Worker's body.
@@ -236,7 +247,81 @@ test('a batch of 20 through the npm package reaches 100 % with 20 done items', {
   assert.equal(await page.textContent('#bt-done'), String(BATCH_SIZE));
   assert.equal(await page.textContent('#bt-failed'), '0');
   assert.match(await page.textContent('#bt-retries'), /^\d+$/);
+  assert.ok(await page.isHidden('#bt-status'), 'the batch status is the Worker mode\'s');
   await screenshot(t, '3-batch');
+});
+
+/** Waits until the page's server-side batch ended; returns its status. */
+async function batchEnded(target, timeout = 45_000) {
+  await target.waitForFunction(() => ['completed', 'failed', 'cancelled', 'expired'].includes(document.querySelector('#bt-status').textContent)
+    && !document.querySelector('#bt-run').disabled, null, { timeout });
+  return target.textContent('#bt-status');
+}
+
+test('a batch on the Worker: uploaded, followed after a reload, its output downloaded', { timeout: 2 * STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('batch');
+  const prompts = Array.from({ length: BATCH_SIZE }, (_, i) => `Server batch ${i + 1}: name a colour`);
+  await page.fill('#bt-prompts', prompts.join('\n'));
+  await page.check('input[name="bt-mode"][value="worker"]');
+  await page.selectOption('#bt-provider', 'demo');
+  await page.click('#bt-run');
+  // The batch exists once the page names it; a reload then picks it up from localStorage,
+  // whether it still runs or has ended meanwhile.
+  await page.waitForSelector('#bt-batch:not([hidden])', { timeout: 20_000 });
+  const id = (await page.textContent('#bt-batch')).match(/batch_[0-9a-f]+/)?.[0];
+  assert.ok(id, await page.textContent('#bt-batch'));
+  await page.reload();
+  await page.waitForSelector('#connect-done:not([hidden])', { timeout: 15_000 });
+  await openSection('batch');
+  await page.waitForFunction((batch) => document.querySelector('#bt-batch').textContent.includes(batch), id, { timeout: 15_000 });
+  assert.equal(await batchEnded(page), 'completed', await page.textContent('#bt-error'));
+  assert.equal(await page.textContent('#bt-progress-text'), `${BATCH_SIZE} of ${BATCH_SIZE} (100 %)`);
+  assert.equal(await page.textContent('#bt-done'), String(BATCH_SIZE));
+  assert.equal(await page.textContent('#bt-failed'), '0');
+  // After the reload the items come from the batch's input file, answered from its output.
+  const items = await page.$$eval('#bt-items > li', (list) => list.map((item) => ({
+    status: item.dataset.status,
+    prompt: item.querySelector('.items__prompt').textContent,
+    detail: item.querySelector('.items__detail').textContent,
+  })));
+  assert.deepEqual(items.map((item) => item.prompt), prompts);
+  assert.deepEqual(items.map((item) => item.status), Array(BATCH_SIZE).fill('done'), JSON.stringify(items));
+  assert.ok(items.every((item) => item.detail.trim().length > 0), 'each item shows its answer');
+  assert.ok(await page.isHidden('#bt-download-errors'), 'no error file');
+  await screenshot(t, '3-batch-worker');
+
+  // The output file downloads as OpenAI's JSONL: one answer per prompt, each custom_id once.
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 10_000 }), page.click('#bt-download-output')]);
+  assert.equal(download.suggestedFilename(), `${id}-output.jsonl`);
+  const lines = fs.readFileSync(await download.path(), 'utf8').trim().split('\n').map((line) => JSON.parse(line));
+  assert.deepEqual(lines.map((line) => line.custom_id).sort(), prompts.map((_, i) => `prompt-${i + 1}`).sort());
+  for (const line of lines) {
+    assert.equal(line.response.status_code, 200);
+    assert.equal(line.error, null);
+    assert.ok(line.response.body.choices[0].message.content.length > 0);
+  }
+  assert.ok(!JSON.stringify(lines).includes(TOKEN), 'the token is in no output line');
+});
+
+test('a batch on the Worker can be cancelled from the page', { timeout: STEP_TIMEOUT_MS }, async () => {
+  await openSection('batch');
+  // The slow provider takes 10 lines a minute: the batch is still running when the cancel
+  // lands, so most lines are cancelled before they are sent.
+  const prompts = Array.from({ length: 40 }, (_, i) => `Cancelled batch ${i + 1}`);
+  await page.fill('#bt-prompts', prompts.join('\n'));
+  await page.check('input[name="bt-mode"][value="worker"]');
+  await page.selectOption('#bt-provider', 'slow');
+  await page.click('#bt-run');
+  await page.waitForFunction(() => document.querySelector('#bt-status').textContent === 'in_progress'
+    && !document.querySelector('#bt-cancel').disabled, null, { timeout: 20_000 });
+  await page.click('#bt-cancel');
+  assert.equal(await batchEnded(page), 'cancelled', await page.textContent('#bt-error'));
+  const statuses = await page.$$eval('#bt-items > li', (list) => list.map((item) => item.dataset.status));
+  assert.equal(statuses.length, prompts.length);
+  assert.ok(statuses.every((status) => ['done', 'failed', 'cancelled'].includes(status)), statuses.join(' '));
+  assert.ok(statuses.includes('cancelled'), `lines not sent are shown cancelled: ${statuses.join(' ')}`);
+  const done = statuses.filter((status) => status === 'done').length;
+  assert.equal(await page.textContent('#bt-done'), String(done), 'the items answered are the batch\'s completed count');
 });
 
 test('the stored responses show the new rows, page by page, and a row opens to its thinking', { timeout: STEP_TIMEOUT_MS }, async (t) => {
@@ -349,9 +434,13 @@ test('served by another static server, the page calls the Worker cross-origin', 
     await other.waitForFunction(() => ['done', 'failed'].includes(document.querySelector('#pr-state').dataset.state), null, { timeout: 30_000 });
     assert.equal(await other.getAttribute('#pr-state', 'data-state'), 'done', await other.textContent('#pr-error'));
     assert.match(await other.textContent('#pr-stored-id'), /^rsp_/);
-    // So do the package's calls.
+    // So do a batch's upload, creation and polling, and the package's calls.
     await other.click('#tab-batch');
     await other.fill('#bt-prompts', 'one\ntwo');
+    await other.click('#bt-run');
+    assert.equal(await batchEnded(other, 30_000), 'completed', await other.textContent('#bt-error'));
+    assert.deepEqual(await other.$$eval('#bt-items > li', (items) => items.map((i) => i.dataset.status)), ['done', 'done']);
+    await other.check('input[name="bt-mode"][value="browser"]');
     await other.click('#bt-run');
     await other.waitForFunction(() => document.querySelector('#bt-progress').value === 2 && !document.querySelector('#bt-run').disabled,
       null, { timeout: 30_000 });
