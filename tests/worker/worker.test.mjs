@@ -23,6 +23,7 @@ import { promisify } from 'node:util';
 import OpenAI from 'openai';
 
 import { ROOT, WRANGLER, parseSse, startWranglerDev, upstreamLog, wranglerEnv } from '../support/local-stack.mjs';
+import { assertSchema } from '../support/openai-schema.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
 const execFileP = promisify(execFile);
@@ -120,6 +121,30 @@ function assertOpenAiError(res, status, { param, code, where } = {}) {
 
 const userMessage = (content) => [{ role: 'user', content }];
 
+/**
+ * Checks an answer of the Worker against OpenAI's schemas, as any OpenAI client reads it:
+ * every JSON error is an ErrorResponse; a chat completion is a CreateChatCompletionResponse;
+ * each event of a stream is a CreateChatCompletionStreamResponse, or an ErrorResponse when
+ * the stream ends in an error.
+ */
+function assertOpenAiShapes(res) {
+  const where = `${res.method} ${res.path} (${res.status})`;
+  if (res.status >= 400) {
+    if (res.json !== null) assertSchema('ErrorResponse', res.json, where);
+    return;
+  }
+  if (res.method !== 'POST' || res.path !== '/v1/chat/completions') return;
+  if (/text\/event-stream/.test(res.headers.get('content-type') ?? '')) {
+    for (const data of sseData(res.text)) {
+      if (data === '[DONE]') continue;
+      const event = JSON.parse(data);
+      assertSchema(event.error ? 'ErrorResponse' : 'CreateChatCompletionStreamResponse', event, `an event of ${where}`);
+    }
+  } else if (res.json !== null) {
+    assertSchema('CreateChatCompletionResponse', res.json, where);
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // The Worker with every provider
 
@@ -149,7 +174,9 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
     } catch {
       // Not JSON (a stream, or a bug the caller's assertion will show).
     }
-    return { method, path: urlPath, status: response.status, headers: response.headers, text, json };
+    const res = { method, path: urlPath, status: response.status, headers: response.headers, text, json };
+    assertOpenAiShapes(res);
+    return res;
   }
 
   const chat = (body, options) => api('POST', '/v1/chat/completions', { body, ...options });
@@ -1287,6 +1314,23 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       assert.ok(Date.now() < deadline, 'the Worker answers again after a chunked 413');
       await sleep(100);
     }
+  });
+
+  test('every request the OpenAI upstreams received is a valid CreateChatCompletionRequest', { timeout: TEST_TIMEOUT_MS }, async () => {
+    let checked = 0;
+    for (const name of Object.keys(OPENAI_PROVIDERS)) {
+      const log = await upstreamLog(upstream, upstreamKey(name));
+      for (const entry of log) {
+        if (entry.method !== 'POST' || entry.body === null || typeof entry.body !== 'object') continue;
+        assertSchema('CreateChatCompletionRequest', entry.body, `a request to ${name}`);
+        // The schema allows more properties; the Worker's own extensions stay with it.
+        for (const extension of ['provider', 'fallback']) {
+          assert.ok(!(extension in entry.body), `the request to ${name} carries \`${extension}\``);
+        }
+        checked += 1;
+      }
+    }
+    assert.ok(checked > 50, `only ${checked} requests checked`);
   });
 
   // Last: every stored row and the Worker's log, scanned for secrets --------------------
