@@ -1,134 +1,206 @@
-// The latency the Worker adds: the same chat completions sent to the scripted upstream
-// directly and through the Worker under `wrangler dev` (which stores each answer in its
-// local D1), at 1 and 16 concurrent clients. Prints p50/p99 and requests per second.
+// What the Worker costs a call beyond what the dev server itself costs: chat completions sent
+// through the Worker (which reserves with the shared limiter's Durable Object, calls the
+// scripted upstream and stores the answer in its local D1) side by side with the floor (a
+// request that reaches the Worker and touches nothing: `GET /health`), at 1 and 16
+// concurrent clients: latency (p50/p99), requests per second, and the dev server's CPU per
+// call. Our part = full answer minus the floor.
 //
-//   node bench/worker.mjs [--requests N]     (needs scripts/setup.sh --node; builds the Worker)
+//   node bench/worker.mjs [--requests N] [--profile]   (needs scripts/setup.sh --node)
 //
-// The two paths run side by side in one process, interleaved per round, so the machine's
-// noise hits both alike.
+// Two dev servers of the same build, measured one after the other in one run:
+// - `wrangler dev` as people run it (the CLI). It attaches the DevTools inspector, whose
+//   proxy reports every subrequest (D1, the Durable Object, the upstream fetch) to
+//   wrangler's own process, which writes it to its debug log: a cost per subrequest that a
+//   deployed Worker does not have, and that this table shows as the CLI's.
+// - the same dev server without the inspector (wrangler's `unstable_startWorker`, in this
+//   process): the Worker's own cost, as close to a deployment as this machine gets.
+// Each setting runs in 5 interleaved rounds (the paths take turns), so the machine's noise
+// hits them alike; the figures are the rounds' medians.
+//
+// --profile adds a CPU profile of the Worker's isolate (through the CLI's inspector, with a
+// build that keeps the wasm's function names): CPU per call and where a full call spends it.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir, cpus } from 'node:os';
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../tests/support/local-stack.mjs';
+
+import { ROOT, WRANGLER, startWorkerWithoutInspector, startWranglerDev, wranglerEnv } from '../tests/support/local-stack.mjs';
 import { startUpstream } from '../tests/upstream/server.mjs';
+import { connectInspector, cpuMs, hotspots } from './inspector.mjs';
 
 const args = process.argv.slice(2);
 const requests = Number(args[args.indexOf('--requests') + 1]) || 200;
+const profiling = args.includes('--profile');
+const ROUNDS = 5;
+const CLOCK_TICKS_PER_S = 100;
 
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
-async function measure(send, concurrency, total) {
+/** CPU time (ms) of the workerd processes `owns(stat fields)` picks, from /proc. */
+function workerdCpuMs(owns) {
+  let total = 0;
+  for (const pid of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    let stat;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    if (name !== 'workerd') continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[1] ppid, fields[2] process group, fields[11] utime, fields[12] stime (ticks)
+    if (!owns({ ppid: Number(fields[1]), group: Number(fields[2]) })) continue;
+    total += ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_S;
+  }
+  return total;
+}
+
+/** `total` calls of `send` from `concurrency` clients: latency, throughput, CPU per call. */
+async function measure(send, concurrency, total, cpu) {
   const times = [];
   let next = 0;
+  const cpuBefore = cpu();
   const started = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < total) {
         const i = next++;
         const t0 = performance.now();
-        const response = await send(i);
-        await response.arrayBuffer();
-        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+        await send(i);
         times.push(performance.now() - t0);
       }
     }),
   );
   const wall = performance.now() - started;
   times.sort((a, b) => a - b);
-  return { p50: percentile(times, 50), p99: percentile(times, 99), rps: (total / wall) * 1000 };
+  return { p50: percentile(times, 50), p99: percentile(times, 99), rps: (total / wall) * 1000, cpu: (cpu() - cpuBefore) / total };
 }
 
 const upstream = await startUpstream({ port: 0 });
-const state = await mkdtemp(join(tmpdir(), 'bench-worker-'));
+const tmp = fs.mkdtempSync(path.join(tmpdir(), 'bench-worker-'));
 const token = randomBytes(18).toString('base64url');
-const env = wranglerEnv(join(state, 'wrangler-logs'));
-let dev;
+const env = wranglerEnv(path.join(tmp, 'wrangler-logs'));
+const started = [];
 try {
-  await promisify(execFile)(WRANGLER, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', state], { cwd: ROOT, env });
-  await writeFile(join(state, 'dev.env'), `DISTILLER_TOKEN=${token}\n`, { mode: 0o600 });
   const config = {
     providers: {
       direct: {
         type: 'custom',
         base_url: `${upstream.url}/s/plain/bench/v1`,
         model: 'bench-model',
-        rate_limit: { requests_per_minute: 1000000, tokens_per_minute: 1000000000 },
+        rate_limit: { requests_per_minute: 1_000_000, tokens_per_minute: 1_000_000_000 },
       },
     },
   };
-  dev = await startWranglerDev({
-    persistDir: state,
-    envFile: join(state, 'dev.env'),
+  fs.writeFileSync(path.join(tmp, 'dev.env'), `DISTILLER_TOKEN=${token}\n`, { mode: 0o600 });
+  const migrate = (state) => promisify(execFile)(WRANGLER, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', state], { cwd: ROOT, env });
+
+  // The CLI first: it builds the Worker (with the wasm's names when profiling), which the
+  // second then runs as built.
+  await migrate(path.join(tmp, 'cli'));
+  const namesWrapper = path.join(ROOT, 'bench/wasm-opt-with-names.sh');
+  const cli = await startWranglerDev({
+    persistDir: path.join(tmp, 'cli'),
+    envFile: path.join(tmp, 'dev.env'),
     config,
-    logPath: join(state, 'wrangler-dev.log'),
-    env,
+    logPath: path.join(tmp, 'wrangler-dev.log'),
+    env: profiling ? { ...env, WASM_OPT_BIN: namesWrapper } : env,
     startupTimeoutMs: 300_000,
   });
-  const worker = dev.url;
+  started.push(cli);
+  await migrate(path.join(tmp, 'quiet'));
+  const quiet = await startWorkerWithoutInspector({ persistDir: path.join(tmp, 'quiet'), config, vars: { DISTILLER_TOKEN: token } });
+  started.push(quiet);
 
   const body = (i) => JSON.stringify({ model: 'bench-model', max_tokens: 20, messages: [{ role: 'user', content: `question ${i}` }] });
-  const direct = (i) => fetch(`${upstream.url}/s/plain/bench/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body: body(i),
-  });
-  const through = (i) => fetch(`${worker}/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body: body(i),
-  });
-  // The floor: what any request through wrangler dev costs, with a route that neither calls
-  // the upstream nor touches D1 (`GET /health`).
-  const floor = () => fetch(`${worker}/health`);
-  // Stages between the floor and a full answer, each a real route that stops earlier:
-  // refused at the token check (401, the body never read), and refused after the body is
-  // read and parsed and the provider looked up (400, an unknown provider; no upstream, no D1).
-  const refusedAtAuth = (i) => fetch(`${worker}/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer wrong' }, body: body(i),
-  });
-  const refusedAfterParse = (i) => fetch(`${worker}/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-llm-provider': 'nobody' }, body: body(i),
-  });
-  const paths = { direct, worker: through, floor, auth: refusedAtAuth, parsed: refusedAfterParse };
-  const expected = { auth: 401, parsed: 400 };
-  const send = (name) => async (i) => {
-    const response = await paths[name](i);
-    if (expected[name]) {
-      if (response.status !== expected[name]) throw new Error(`${name}: HTTP ${response.status}, expected ${expected[name]}`);
-      return { ok: true, arrayBuffer: () => response.arrayBuffer() };
-    }
-    return response;
+  const expect = (status) => async (response) => {
+    await response.arrayBuffer();
+    if (response.status !== status) throw new Error(`HTTP ${response.status}, expected ${status}`);
   };
-  // Warm every path (the isolate, the JIT, D1's first write).
-  for (const name of Object.keys(paths)) await measure(send(name), 4, 40);
+  const post = (url, headers, i) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: body(i) });
+  /** The paths through one Worker at `url`; each checks its status. */
+  const paths = (url) => ({
+    // The floor: a request that reaches the Worker and touches nothing.
+    floor: () => fetch(`${url}/health`).then(expect(200)),
+    // Refused at the token check (the body never read).
+    auth: (i) => post(`${url}/v1/chat/completions`, { authorization: 'Bearer wrong' }, i).then(expect(401)),
+    // Refused after the body is read and parsed and the provider looked up.
+    parsed: (i) => post(`${url}/v1/chat/completions`, { authorization: `Bearer ${token}`, 'x-llm-provider': 'nobody' }, i).then(expect(400)),
+    // The full answer: the shared limiter, the upstream, the row in D1.
+    full: (i) => post(`${url}/v1/chat/completions`, { authorization: `Bearer ${token}` }, i).then(expect(200)),
+  });
+  const direct = (i) => post(`${upstream.url}/s/plain/bench/v1/chat/completions`, {}, i).then(expect(200));
+  const servers = [
+    { name: 'without the inspector', url: quiet.url, cpu: () => workerdCpuMs(({ ppid }) => ppid === process.pid) },
+    { name: '`wrangler dev` (CLI)', url: cli.url, cpu: () => workerdCpuMs(({ group }) => group === cli.pid) },
+  ];
 
   const rows = [];
-  for (const concurrency of [1, 16]) {
-    const rounds = Object.fromEntries(Object.keys(paths).map((name) => [name, []]));
-    for (let round = 0; round < 5; round += 1) {
-      for (const name of Object.keys(paths)) rounds[name].push(await measure(send(name), concurrency, requests / 5));
+  for (const server of servers) {
+    const routes = { ...paths(server.url), direct };
+    // Warm every path (the isolate, the JIT, the Durable Object, D1's first write).
+    for (const send of Object.values(routes)) await measure(send, 4, 40, server.cpu);
+    for (const concurrency of [1, 16]) {
+      const rounds = Object.fromEntries(Object.keys(routes).map((name) => [name, []]));
+      for (let round = 0; round < ROUNDS; round += 1) {
+        for (const [name, send] of Object.entries(routes)) rounds[name].push(await measure(send, concurrency, requests / ROUNDS, server.cpu));
+      }
+      const summary = (name) => Object.fromEntries(['p50', 'p99', 'rps', 'cpu'].map((key) => [key, median(rounds[name].map((r) => r[key]))]));
+      rows.push({ server: server.name, concurrency, ...Object.fromEntries(Object.keys(routes).map((name) => [name, summary(name)])) });
     }
-    const median = (list, key) => list.map((r) => r[key]).sort((a, b) => a - b)[Math.floor(list.length / 2)];
-    const summary = (name) => Object.fromEntries(['p50', 'p99', 'rps'].map((key) => [key, median(rounds[name], key)]));
-    rows.push({ concurrency, d: summary('direct'), w: summary('worker'), f: summary('floor'), a: summary('auth'), p: summary('parsed') });
   }
-  console.log(`# The Worker's overhead under wrangler dev (${new Date().toISOString().slice(0, 10)}, ${cpus()[0].model}, ${cpus().length} cores, Node ${process.version})`);
-  console.log(`${requests} requests per setting, medians of 5 interleaved rounds; the Worker stores every answer in its local D1.\n`);
-  console.log('| clients | direct p50 ms | direct p99 ms | direct req/s | Worker p50 ms | Worker p99 ms | Worker req/s | p50 added ms | floor: `GET /health` p50 ms | floor p99 ms |');
-  console.log('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
-  for (const { concurrency, d, w, f } of rows) {
-    console.log(`| ${concurrency} | ${d.p50.toFixed(2)} | ${d.p99.toFixed(2)} | ${d.rps.toFixed(0)} | ${w.p50.toFixed(2)} | ${w.p99.toFixed(2)} | ${w.rps.toFixed(0)} | ${(w.p50 - d.p50).toFixed(2)} | ${f.p50.toFixed(2)} | ${f.p99.toFixed(2)} |`);
+
+  // Every answer was stored: the rows in D1 of the server without the inspector.
+  const { stdout: stored } = await promisify(execFile)(WRANGLER, ['d1', 'execute', 'llm-distiller', '--local', '--persist-to', path.join(tmp, 'quiet'), '--command', 'SELECT COUNT(*) AS n FROM responses', '--json'], { cwd: ROOT, env });
+  const storedRows = JSON.parse(stored.slice(stored.indexOf('[')))[0].results[0].n;
+  const fullCalls = 40 + 2 * requests;
+
+  const f = (n, digits = 2) => n.toFixed(digits);
+  console.log(`# The Worker's own cost per call (${new Date().toISOString().slice(0, 10)}, ${cpus()[0].model}, ${cpus().length} cores, Node ${process.version})`);
+  console.log(`\n${requests} calls per path and setting, medians of ${ROUNDS} interleaved rounds. Our part = the full answer's p50 minus the floor's (\`GET /health\`); CPU = the dev server's workerd processes, per call.\n`);
+  console.log('| dev server | clients | floor p50 ms | full p50 ms | **our part p50 ms** | floor req/s | full req/s | **full ÷ floor req/s** | floor CPU ms | full CPU ms | our CPU ms |');
+  console.log('|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|');
+  for (const r of rows) {
+    console.log(`| ${r.server} | ${r.concurrency} | ${f(r.floor.p50)} | ${f(r.full.p50)} | **${f(r.full.p50 - r.floor.p50)}** | ${f(r.floor.rps, 0)} | ${f(r.full.rps, 0)} | **${f(r.full.rps / r.floor.rps)}** | ${f(r.floor.cpu)} | ${f(r.full.cpu)} | ${f(r.full.cpu - r.floor.cpu)} |`);
   }
-  console.log('\nThe floor is what wrangler dev itself costs a request to a route that neither calls the upstream nor touches D1: the part of the added latency that no Worker code can remove locally.');
-  console.log('\nWhere the rest goes, p50 ms per stage: each stage is a real route that stops earlier than a full answer.\n');
-  console.log('| clients | floor: `GET /health` | refused at the token (401, body unread) | refused after parsing (400, unknown provider) | full answer, stored in D1 | upstream called directly |');
-  console.log('|---|--:|--:|--:|--:|--:|');
-  for (const { concurrency, d, w, f, a, p } of rows) {
-    console.log(`| ${concurrency} | ${f.p50.toFixed(2)} | ${a.p50.toFixed(2)} | ${p.p50.toFixed(2)} | ${w.p50.toFixed(2)} | ${d.p50.toFixed(2)} |`);
+  console.log(`\nGoals: our part ≤ 3 ms p50 at one client; at 16 clients ≥ 0.7× the floor's requests per second. Stored: ${storedRows} rows for the ${fullCalls} full answers of the server without the inspector${storedRows === fullCalls ? ' (every one)' : ' (MISSING ROWS)'}.`);
+  console.log('\nWhere the time goes, p50 ms per stage (each stage a real route that stops earlier than a full answer):\n');
+  console.log('| dev server | clients | floor: `GET /health` | refused at the token (401, body unread) | refused after parsing (400, unknown provider) | full answer, stored in D1 | the upstream called directly | p99: floor / full |');
+  console.log('|---|--:|--:|--:|--:|--:|--:|--:|');
+  for (const r of rows) {
+    console.log(`| ${r.server} | ${r.concurrency} | ${f(r.floor.p50)} | ${f(r.auth.p50)} | ${f(r.parsed.p50)} | ${f(r.full.p50)} | ${f(r.direct.p50)} | ${f(r.floor.p99)} / ${f(r.full.p99)} |`);
+  }
+
+  if (profiling) {
+    const inspector = await connectInspector(cli.inspectorPort);
+    const calls = 200;
+    const cliPaths = paths(cli.url);
+    const profiles = {};
+    for (const name of ['floor', 'full']) {
+      profiles[name] = await inspector.profile(async () => {
+        for (let i = 0; i < calls; i += 1) await cliPaths[name](i);
+        // What runs after the response (`wait_until`: the row, the limiter's flush).
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      });
+    }
+    inspector.close();
+    console.log(`\nThe isolate's CPU under the profiler (${calls} sequential calls each, sampled every 100 µs; the profiler slows what it measures, so the ratios count more than the figures): the floor ${f(cpuMs(profiles.floor) / calls)} ms a call, a full answer ${f(cpuMs(profiles.full) / calls)} ms. Where a full answer spends it (total: with what the function calls; self: in it alone), per call:\n`);
+    console.log('| function | total ms | self ms |');
+    console.log('|---|--:|--:|');
+    const ours = /llm_distiller|^worker::|serde|^\(garbage collector\)|^\(program\)/;
+    for (const spot of hotspots(profiles.full, { calls, top: 400 }).filter((s) => ours.test(s.name)).slice(0, 30)) {
+      console.log(`| \`${spot.name.replace(/\|/g, '\\|').slice(0, 140)}\` | ${f(spot.totalMs, 3)} | ${f(spot.selfMs, 3)} |`);
+    }
   }
 } finally {
-  await dev?.stop();
+  for (const server of started.reverse()) await server.stop();
   await upstream.close();
-  await rm(state, { recursive: true, force: true });
+  fs.rmSync(tmp, { recursive: true, force: true });
 }

@@ -51,7 +51,8 @@ export function wranglerEnv(logDir) {
 /**
  * `wrangler dev` of this checkout on a free port, with `config` as its `LLM_CONFIG`, as a
  * child in its own process group (workerd and the build included), its output in `logPath`.
- * Resolves with `{ url, logPath, stop }` once `/health` answers 200; `stop()` ends the
+ * Resolves with `{ url, logPath, stop, inspectorPort }` once `/health` answers 200 (the
+ * inspector serves the Worker's DevTools protocol); `stop()` ends the
  * whole group, as does this process's exit. Errors quote the log's tail through `redact`.
  * `configPath` runs another wrangler.toml than the checkout's, and `name` names the Worker:
  * for a second Worker of this build that shares the first one's Durable Objects through
@@ -59,17 +60,18 @@ export function wranglerEnv(logDir) {
  */
 export async function startWranglerDev({ persistDir, envFile, config, logPath, env, startupTimeoutMs, redact = (text) => text, configPath, name }) {
   const port = await freePort();
-  return startServerProcess({
+  // Not the default 9229: another wrangler dev on this machine would make workerd fail.
+  const inspectorPort = await freePort();
+  const server = await startServerProcess({
     name: 'wrangler dev',
     command: WRANGLER,
     args: [
       'dev', '--local', '--ip', '127.0.0.1', '--port', String(port),
-      // Not the default 9229: another wrangler dev on this machine would make workerd fail.
-      '--inspector-port', String(await freePort()),
+      '--inspector-port', String(inspectorPort),
       '--persist-to', persistDir,
       '--env-file', envFile,
       '--var', `LLM_CONFIG:${JSON.stringify(config)}`,
-      '--show-interactive-dev-session=false',
+      '--show-interactive-dev-session=false', ...(process.env.EXTRA_ARGS ? process.env.EXTRA_ARGS.split(' ') : []),
       // Another wrangler.toml (a second Worker of this build), and the Worker's name.
       ...(configPath ? ['--config', configPath] : []),
       ...(name ? ['--name', name] : []),
@@ -82,14 +84,45 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
     startupTimeoutMs,
     redact,
   });
+  return { ...server, inspectorPort };
+}
+
+/**
+ * The same Worker as `startWranglerDev` starts, through wrangler's programmatic dev server
+ * (`unstable_startWorker`) in this process, without the DevTools inspector: `wrangler dev`
+ * attaches one, whose proxy reports each subrequest (D1, a Durable Object, a fetch) to
+ * wrangler's process and writes it to its debug log, a cost per subrequest that a deployed
+ * Worker does not have. For benchmarks of the Worker's own cost. Runs build/ as built (no
+ * build step). `vars` are the Worker's vars and secrets (`DISTILLER_TOKEN`, keys), `config`
+ * its `LLM_CONFIG`; `configPath`/`name` as for `startWranglerDev`. Resolves with
+ * `{ url, stop }` once `/health` answers 200.
+ */
+export async function startWorkerWithoutInspector({ persistDir, config, vars = {}, configPath, name }) {
+  const { unstable_startWorker: startWorker } = await import('wrangler');
+  const bindings = { LLM_CONFIG: { type: 'plain_text', value: JSON.stringify(config) } };
+  for (const [key, value] of Object.entries(vars)) bindings[key] = { type: 'secret_text', value };
+  const worker = await startWorker({
+    config: configPath ?? path.join(ROOT, 'wrangler.toml'),
+    ...(name ? { name } : {}),
+    build: { custom: { command: undefined } },
+    bindings,
+    dev: { inspector: false, persist: persistDir, server: { hostname: '127.0.0.1', port: 0 }, watch: false, logLevel: 'error' },
+  });
+  await worker.ready;
+  const url = (await worker.url).toString().replace(/\/$/, '');
+  const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(10_000) });
+  await response.arrayBuffer();
+  if (response.status !== 200) throw new Error(`the Worker answered /health with ${response.status}`);
+  return { url, stop: () => worker.dispose() };
 }
 
 /**
  * A server (`command args`, in `cwd`) that will listen at `url`, started as a child in its
- * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop, kill }`
- * once `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL
- * after 10 s), as does this process's exit; `kill()` kills it at once. Errors name the server and quote the log's tail
- * through `redact`.
+ * own process group, its output in `logPath`. Resolves with `{ url, logPath, pid, stop,
+ * kill }` once `url + readyPath` answers 200; `pid` is the child's, and its group's;
+ * `stop()` ends the whole group (SIGTERM, then SIGKILL after 10 s), as does this process's
+ * exit; `kill()` kills it at once. Errors name the server and quote the log's tail through
+ * `redact`.
  */
 export async function startServerProcess({ name, command, args, cwd, env, url, readyPath = '/', logPath, startupTimeoutMs, redact = (text) => text }) {
   const log = fs.openSync(logPath, 'w');
@@ -110,6 +143,8 @@ export async function startServerProcess({ name, command, args, cwd, env, url, r
   const server = {
     url,
     logPath,
+    /** The child's id, which is also its process group's. */
+    pid: child.pid,
     async stop() {
       process.off('exit', onExit);
       if (exited) return;
