@@ -88,6 +88,8 @@ pub struct SharedStatus {
     pub fallback_share: f64,
     /// Observations and reconciliations not yet delivered.
     pub undelivered: usize,
+    /// Permits this isolate holds, reserved ahead of its calls.
+    pub reserved_ahead: usize,
 }
 
 /// Where reservations come from.

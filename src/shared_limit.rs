@@ -6,8 +6,9 @@
 //! provider identity ([`crate::provider::Provider::identity`], never a key):
 //!
 //! - [`LimiterObject`] is what the object runs: the core's [`RateLimiter`] unchanged, fed
-//!   versioned JSON messages, its whole state a snapshot the object keeps in storage, so
-//!   that eviction or a restart loses no accounting. A reservation whose caller never
+//!   versioned JSON messages, its whole state a snapshot the object keeps in storage,
+//!   written within [`STORE_WITHIN_MS`] of a change: eviction (which waits for the write)
+//!   loses no accounting, a crash at most that last moment's. A reservation whose caller never
 //!   settles it (an isolate that died) is settled with its estimate after
 //!   [`ABANDONED_AFTER_MS`].
 //! - [`RemoteBudget`] is an isolate's [`Budget`] on that object: a reservation is one round
@@ -15,6 +16,14 @@
 //!   cancellations queue up and travel with the isolate's next round trip, or with
 //!   [`Budget::flush`], which the Worker runs after each response (`wait_until`) and which
 //!   leaves them [`FLUSH_AFTER_MS`] to another call's reservation first.
+//! - An isolate that is busy reserves ahead: after a response, [`Budget::flush`] also asks
+//!   for as many permits as its calls of the last [`AHEAD_TTL_MS`] used (at most
+//!   [`SharedLimit::reserve_ahead`], and a hundredth of the budget), once half of those it
+//!   holds are used, and a call that finds one ready is sent without a round trip of its
+//!   own. Only permits the object grants at once are kept, and only for
+//!   [`AHEAD_TTL_MS`] (less than the object's arrival slack, so that a permit used late
+//!   costs the provider's bucket nothing the slack does not cover); one not used by then
+//!   is given back. A limiter that makes calls wait is not reserved ahead of.
 //! - When the object cannot be reached in [`SharedLimit::timeout_ms`], or answers badly,
 //!   the isolate answers from a limiter of its own at [`SharedLimit::fallback_share`] of
 //!   the budget, says so in its status, and tries the object again after
@@ -61,14 +70,29 @@ pub const ABANDONED_AFTER_MS: f64 = 15.0 * 60_000.0;
 /// schedule once by that much (1% of the test's 30 s) and leaves a third to spare.
 pub const ARRIVAL_SLACK_MS: f64 = 300.0;
 
-/// How long [`RemoteBudget::flush`] leaves what waits for a reservation's round trip to
-/// carry (another call of the isolate, starting meanwhile), before it makes one of its
-/// own: under load, observations and reconciliations cost no round trip at all.
-pub const FLUSH_AFTER_MS: f64 = 50.0;
+/// How long [`RemoteBudget::flush`] leaves what waits for a round trip to carry (another
+/// call's, or the one that reserves ahead), before it makes one of its own: under load,
+/// observations and reconciliations cost no round trip of their own, and an isolate makes
+/// at most five a second for them. A 429 goes at once: the other isolates should pause too.
+pub const FLUSH_AFTER_MS: f64 = 200.0;
 
 /// The most messages an isolate keeps for a shared limiter it cannot reach; beyond, the
 /// oldest are dropped (and the object's sweep settles their reservations).
 pub const MAX_UNDELIVERED: usize = 512;
+
+/// How soon the object writes its state after a change, in milliseconds: the changes of
+/// that time go in one write. A write per change, each holding its answer until storage
+/// confirms it, cost every reservation a write's latency and CPU (measured locally: a
+/// round trip of 8 ms instead of 3); this costs a crash at most the accounting of the last
+/// 100 ms, which the provider's own headers and 429s then correct.
+pub const STORE_WITHIN_MS: f64 = 100.0;
+
+/// How long a permit reserved ahead of a call stays usable, and the window of recent calls
+/// that sizes how many are reserved: 200 ms, within [`ARRIVAL_SLACK_MS`].
+pub const AHEAD_TTL_MS: f64 = 200.0;
+
+/// The most permits [`SharedLimit::reserve_ahead`] may ask for.
+pub const MAX_RESERVE_AHEAD: u32 = 64;
 
 /// Reservations an isolate makes from its own fallback limiter get ids from here on, so
 /// that they are never mistaken for the object's (which count up from 0, one per call:
@@ -92,6 +116,11 @@ pub struct SharedLimit {
     /// How long an isolate answers from its own limiter before it tries the shared one
     /// again, in milliseconds (default 10,000).
     pub retry_after_ms: f64,
+    /// The most permits an isolate reserves ahead of its calls, so that a call is sent
+    /// without waiting for a round trip (default 16, at most 64; never more than a
+    /// hundredth of the budget per minute; 0: every call makes its own). See the module
+    /// docs.
+    pub reserve_ahead: u32,
 }
 
 impl Default for SharedLimit {
@@ -100,6 +129,7 @@ impl Default for SharedLimit {
             fallback_share: 0.5,
             timeout_ms: 1_000.0,
             retry_after_ms: 10_000.0,
+            reserve_ahead: 16,
         }
     }
 }
@@ -130,6 +160,15 @@ impl SharedLimit {
                 ));
             }
         }
+        if self.reserve_ahead > MAX_RESERVE_AHEAD {
+            return Err(Error::config(
+                format!("{path}.reserve_ahead"),
+                format!(
+                    "must be at most {MAX_RESERVE_AHEAD}, got {}",
+                    self.reserve_ahead
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -147,9 +186,11 @@ impl SharedLimit {
 // ---------------------------------------------------------------------------------------
 // The messages
 
-/// One operation on the limiter, as it travels.
+/// One operation on the limiter, as it travels: an object tagged by `op`. (Read through
+/// [`OpFields`]: serde's tagged enums buffer every value before reading it, which cost the
+/// object most of its time per message.)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", try_from = "OpFields")]
 pub enum Op {
     /// [`RateLimiter::reserve`].
     Reserve {
@@ -186,9 +227,17 @@ pub enum Op {
     Status,
 }
 
-/// What came of one operation.
+impl Op {
+    /// Whether the object should hear of it at once: a 429, which pauses every isolate.
+    fn is_urgent(&self) -> bool {
+        matches!(self, Op::Observe { status: 429, .. })
+    }
+}
+
+/// What came of one operation: an object tagged by `outcome` (read through
+/// [`OutcomeFields`], as [`Op`] is).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(tag = "outcome", rename_all = "snake_case", try_from = "OutcomeFields")]
 pub enum Outcome {
     /// A reservation.
     Reserved {
@@ -212,6 +261,81 @@ pub enum Outcome {
         /// Why it was not read.
         message: String,
     },
+}
+
+/// Every field an [`Op`] may have, read flat; its `op` says which it is.
+#[derive(Deserialize)]
+struct OpFields {
+    op: String,
+    tokens: Option<u32>,
+    reservation: Option<Reservation>,
+    status: Option<u16>,
+    headers: Option<Vec<(String, String)>>,
+}
+
+impl TryFrom<OpFields> for Op {
+    type Error = String;
+
+    fn try_from(fields: OpFields) -> std::result::Result<Op, String> {
+        let missing = |field: &str| format!("operation `{}` lacks `{field}`", fields.op);
+        let reservation = || fields.reservation.ok_or_else(|| missing("reservation"));
+        Ok(match fields.op.as_str() {
+            "reserve" => Op::Reserve {
+                tokens: fields.tokens.ok_or_else(|| missing("tokens"))?,
+            },
+            "blocked_for" => Op::BlockedFor {
+                reservation: reservation()?,
+            },
+            "observe" => Op::Observe {
+                reservation: reservation()?,
+                status: fields.status.ok_or_else(|| missing("status"))?,
+                headers: fields.headers.clone().ok_or_else(|| missing("headers"))?,
+            },
+            "reconcile" => Op::Reconcile {
+                reservation: reservation()?,
+                tokens: fields.tokens,
+            },
+            "cancel" => Op::Cancel {
+                reservation: reservation()?,
+            },
+            "status" => Op::Status,
+            other => return Err(format!("unknown operation `{other}`")),
+        })
+    }
+}
+
+/// Every field an [`Outcome`] may have, read flat; its `outcome` says which it is.
+#[derive(Deserialize)]
+struct OutcomeFields {
+    outcome: String,
+    reservation: Option<Reservation>,
+    wait_ms: Option<f64>,
+    status: Option<RateLimitStatus>,
+    message: Option<String>,
+}
+
+impl TryFrom<OutcomeFields> for Outcome {
+    type Error = String;
+
+    fn try_from(fields: OutcomeFields) -> std::result::Result<Outcome, String> {
+        let missing = |field: &str| format!("outcome `{}` lacks `{field}`", fields.outcome);
+        Ok(match fields.outcome.as_str() {
+            "reserved" => Outcome::Reserved {
+                reservation: fields.reservation.ok_or_else(|| missing("reservation"))?,
+            },
+            "blocked" => Outcome::Blocked {
+                wait_ms: fields.wait_ms,
+            },
+            "done" => Outcome::Done,
+            "status" => Outcome::Status {
+                status: fields.status.ok_or_else(|| missing("status"))?,
+            },
+            "unknown" => Outcome::Unknown {
+                message: fields.message.unwrap_or_default(),
+            },
+            other => return Err(format!("unknown outcome `{other}`")),
+        })
+    }
 }
 
 /// A message to the object: who asks (the budget, so that a configuration change reaches
@@ -441,6 +565,13 @@ struct Down {
     retry_at_ms: f64,
 }
 
+/// A permit reserved ahead of a call: granted at once by the object at `made_ms`.
+#[derive(Clone, Copy, Debug)]
+struct Ahead {
+    reservation: Reservation,
+    made_ms: f64,
+}
+
 /// An isolate's [`Budget`] on the shared limiter (see the module docs).
 pub struct RemoteBudget<R: Runtime, L: ObjectLink> {
     object: String,
@@ -450,6 +581,14 @@ pub struct RemoteBudget<R: Runtime, L: ObjectLink> {
     link: L,
     /// Operations to deliver with the next round trip, oldest first.
     undelivered: RefCell<VecDeque<Op>>,
+    /// Permits reserved ahead of calls, oldest first.
+    ahead: RefCell<VecDeque<Ahead>>,
+    /// When the recent calls asked for a permit (the last [`AHEAD_TTL_MS`]).
+    recent: RefCell<VecDeque<f64>>,
+    /// Whether the last reservation had to wait: then nothing is reserved ahead.
+    waiting: std::cell::Cell<bool>,
+    /// The largest token estimate of the recent calls: what a permit ahead holds.
+    estimate: std::cell::Cell<u32>,
     /// The limiter answering while the object cannot be reached.
     fallback: RefCell<RateLimiter>,
     down: RefCell<Option<Down>>,
@@ -473,6 +612,10 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
             runtime,
             link,
             undelivered: RefCell::new(VecDeque::new()),
+            ahead: RefCell::new(VecDeque::new()),
+            recent: RefCell::new(VecDeque::new()),
+            waiting: std::cell::Cell::new(false),
+            estimate: std::cell::Cell::new(0),
             down: RefCell::new(None),
         }
     }
@@ -512,15 +655,19 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
         queue.push_back(op);
     }
 
-    /// One round trip: what is queued, then `last` (if any). The outcome of `last`, or why
-    /// the object could not answer (the object is then resting). Queued operations that
+    /// One round trip: what is queued, then `asked`. The outcomes of `asked`, in order, or
+    /// why the object could not answer (the object is then resting). Queued operations that
     /// may have arrived are not queued again.
-    async fn exchange(&self, last: Option<Op>) -> std::result::Result<Option<Outcome>, String> {
+    ///
+    /// Each call makes its own round trip and waits for nothing but its own answer: in a
+    /// Worker, a call woken by another request's work would run in that request's context
+    /// (the runtime takes a call that waits on no I/O of its own for hung).
+    async fn round_trip(&self, asked: Vec<Op>) -> std::result::Result<Vec<Outcome>, String> {
         let mut ops: Vec<Op> = self.undelivered.borrow_mut().drain(..).collect();
-        let asks = last.is_some();
-        ops.extend(last);
+        let delivered = ops.len();
+        ops.extend(asked);
         if ops.is_empty() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let count = ops.len();
         let message = Message {
@@ -543,15 +690,23 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
             Some(Ok((status, body))) => read_reply(status, &body, count),
         };
         match outcome {
-            Ok(mut outcomes) => {
+            Ok(outcomes) => {
                 *self.down.borrow_mut() = None;
-                Ok(if asks { outcomes.pop() } else { None })
+                Ok(outcomes.into_iter().skip(delivered).collect())
             }
             Err(reason) => {
                 self.fall_back(reason.clone());
                 Err(reason)
             }
         }
+    }
+
+    /// Asks one operation: its outcome, or why the object could not answer.
+    async fn ask(&self, op: Op) -> std::result::Result<Outcome, String> {
+        self.round_trip(vec![op])
+            .await?
+            .pop()
+            .ok_or_else(|| "no outcome".to_string())
     }
 
     fn is_fallback(reservation: &Reservation) -> bool {
@@ -575,6 +730,107 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
         }
     }
 
+    /// Notes a call that asks for `tokens` at `now`, for what is reserved ahead.
+    fn note_call(&self, now: f64, tokens: u32) {
+        let mut recent = self.recent.borrow_mut();
+        while recent.front().is_some_and(|at| at + AHEAD_TTL_MS <= now) {
+            recent.pop_front();
+        }
+        if recent.is_empty() {
+            self.estimate.set(0);
+        }
+        recent.push_back(now);
+        self.estimate.set(self.estimate.get().max(tokens));
+    }
+
+    /// Gives back the permits ahead that are too old to use (with the next round trip).
+    fn expire_ahead(&self, now: f64) {
+        let expired: Vec<Ahead> = {
+            let mut ahead = self.ahead.borrow_mut();
+            let keep = ahead
+                .iter()
+                .position(|a| a.made_ms + AHEAD_TTL_MS > now)
+                .unwrap_or(ahead.len());
+            ahead.drain(..keep).collect()
+        };
+        for gone in expired {
+            self.queue(Op::Cancel {
+                reservation: gone.reservation,
+            });
+        }
+    }
+
+    /// A permit reserved ahead that holds `tokens`, as of `now`.
+    fn take_ahead(&self, now: f64, tokens: u32) -> Option<Reservation> {
+        self.expire_ahead(now);
+        let mut ahead = self.ahead.borrow_mut();
+        let at = ahead.iter().position(|a| a.reservation.tokens >= tokens)?;
+        let taken = ahead.remove(at)?;
+        let reservation = taken.reservation;
+        Some(Reservation {
+            wait_ms: (reservation.start_at_ms - now).max(0.0),
+            ..reservation
+        })
+    }
+
+    /// How many more permits to reserve ahead: as many as the calls of the last
+    /// [`AHEAD_TTL_MS`] (at most [`SharedLimit::reserve_ahead`]), less those held, once at
+    /// most half of that is held (so that one round trip brings several); none while
+    /// reservations wait.
+    fn wanted_ahead(&self, now: f64) -> usize {
+        if self.waiting.get() || self.resting() {
+            return 0;
+        }
+        let recent = self
+            .recent
+            .borrow()
+            .iter()
+            .filter(|at| **at + AHEAD_TTL_MS > now)
+            .count();
+        let target = recent.min(self.most_ahead());
+        let held = self.ahead.borrow().len();
+        if held * 2 > target {
+            return 0;
+        }
+        target - held
+    }
+
+    /// The most permits held ahead: [`SharedLimit::reserve_ahead`], and no more than a
+    /// hundredth of the budget's requests and tokens per minute (at least one), so that what
+    /// an isolate holds for its next calls is never much of what others could use.
+    fn most_ahead(&self) -> usize {
+        let limits = self.limits;
+        let per_estimate = limits.tokens_per_minute / 100 / self.estimate.get().max(1);
+        let share = (limits.requests_per_minute / 100).min(per_estimate).max(1);
+        self.settings.reserve_ahead.min(share) as usize
+    }
+
+    /// Reserves `count` permits ahead; keeps those granted at once, gives back the others.
+    async fn reserve_ahead(&self, count: usize) {
+        let tokens = self.estimate.get();
+        let Ok(outcomes) = self.round_trip(vec![Op::Reserve { tokens }; count]).await else {
+            return;
+        };
+        let now = self.now();
+        for outcome in outcomes {
+            if let Outcome::Reserved { reservation } = outcome {
+                if Self::is_fallback(&reservation) {
+                    continue;
+                }
+                if reservation.wait_ms > 0.0 {
+                    // The budget is spent: this permit would hold a later call's place.
+                    self.waiting.set(true);
+                    self.queue(Op::Cancel { reservation });
+                } else {
+                    self.ahead.borrow_mut().push_back(Ahead {
+                        reservation,
+                        made_ms: now,
+                    });
+                }
+            }
+        }
+    }
+
     fn shared_status(&self) -> SharedStatus {
         let down = self.down.borrow();
         SharedStatus {
@@ -589,6 +845,7 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
             retry_at_ms: down.as_ref().map(|d| d.retry_at_ms),
             fallback_share: self.settings.fallback_share,
             undelivered: self.undelivered.borrow().len(),
+            reserved_ahead: self.ahead.borrow().len(),
         }
     }
 }
@@ -619,8 +876,14 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
             if self.resting() {
                 return self.reserve_locally(tokens);
             }
-            match self.exchange(Some(Op::Reserve { tokens })).await {
-                Ok(Some(Outcome::Reserved { reservation })) if !Self::is_fallback(&reservation) => {
+            let now = self.now();
+            self.note_call(now, tokens);
+            if let Some(reservation) = self.take_ahead(now, tokens) {
+                return reservation;
+            }
+            match self.ask(Op::Reserve { tokens }).await {
+                Ok(Outcome::Reserved { reservation }) if !Self::is_fallback(&reservation) => {
+                    self.waiting.set(reservation.wait_ms > 0.0);
                     reservation
                 }
                 Ok(other) => {
@@ -647,8 +910,8 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
                 // The object granted it; only the object knows of later signals.
                 return None;
             }
-            match self.exchange(Some(Op::BlockedFor { reservation })).await {
-                Ok(Some(Outcome::Blocked { wait_ms })) => wait_ms.filter(|w| w.is_finite()),
+            match self.ask(Op::BlockedFor { reservation }).await {
+                Ok(Outcome::Blocked { wait_ms }) => wait_ms.filter(|w| w.is_finite()),
                 _ => None,
             }
         })
@@ -701,8 +964,8 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
     fn status(&self) -> Answer<'_, BudgetStatus> {
         Box::pin(async move {
             if !self.resting() {
-                if let Ok(Some(Outcome::Status { status })) = self.exchange(Some(Op::Status)).await
-                {
+                self.expire_ahead(self.now());
+                if let Ok(Outcome::Status { status }) = self.ask(Op::Status).await {
                     return BudgetStatus {
                         limiter: status,
                         shared: Some(self.shared_status()),
@@ -719,12 +982,22 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
 
     fn flush(&self) -> Answer<'_, ()> {
         Box::pin(async move {
-            if self.undelivered.borrow().is_empty() {
+            let now = self.now();
+            self.expire_ahead(now);
+            let wanted = self.wanted_ahead(now);
+            if wanted > 0 {
+                // The isolate is busy: its next calls find their permits here. Those still
+                // unused when they expire are given back below.
+                self.reserve_ahead(wanted).await;
+                self.runtime.sleep(AHEAD_TTL_MS).await;
+            } else if self.undelivered.borrow().is_empty() {
                 return;
+            } else if !self.undelivered.borrow().iter().any(Op::is_urgent) {
+                self.runtime.sleep(FLUSH_AFTER_MS).await;
             }
-            self.runtime.sleep(FLUSH_AFTER_MS).await;
-            if !self.resting() {
-                let _ = self.exchange(None).await;
+            self.expire_ahead(self.now());
+            if !self.resting() && !self.undelivered.borrow().is_empty() {
+                let _ = self.round_trip(Vec::new()).await;
             }
         })
     }

@@ -17,7 +17,7 @@ use llm_distiller::rate_limit::{RateLimiter, RateLimits, RequestRefill};
 use llm_distiller::runtime::{Runtime, TransportError};
 use llm_distiller::shared_limit::{
     LimiterObject, Message, ObjectLink, Op, Outcome, RemoteBudget, Reply, SharedLimit,
-    ABANDONED_AFTER_MS, ARRIVAL_SLACK_MS, MAX_UNDELIVERED, PROTOCOL,
+    ABANDONED_AFTER_MS, ARRIVAL_SLACK_MS, FLUSH_AFTER_MS, MAX_UNDELIVERED, PROTOCOL,
 };
 use llm_distiller::{GenerationConfig, LlmConfig, Prompt, ProviderManager, Route};
 use serde_json::{json, Value};
@@ -127,6 +127,33 @@ impl ObjectLink for Link {
 }
 
 fn budget(sim: &Sim, object: &Object) -> (RemoteBudget<Sim, Link>, Rc<Cell<Trouble>>) {
+    budget_with(sim, object, SharedLimit::default())
+}
+
+/// A budget that reserves nothing ahead: each reservation is its own round trip, so a test
+/// can follow the messages one by one.
+fn budget_one_by_one(sim: &Sim, object: &Object) -> (RemoteBudget<Sim, Link>, Rc<Cell<Trouble>>) {
+    let settings = SharedLimit {
+        reserve_ahead: 0,
+        ..SharedLimit::default()
+    };
+    budget_with(sim, object, settings)
+}
+
+fn budget_with(
+    sim: &Sim,
+    object: &Object,
+    settings: SharedLimit,
+) -> (RemoteBudget<Sim, Link>, Rc<Cell<Trouble>>) {
+    budget_of(sim, object, settings, LIMITS)
+}
+
+fn budget_of(
+    sim: &Sim,
+    object: &Object,
+    settings: SharedLimit,
+    limits: RateLimits,
+) -> (RemoteBudget<Sim, Link>, Rc<Cell<Trouble>>) {
     let trouble = Rc::new(Cell::new(Trouble::None));
     let link = Link {
         sim: sim.clone(),
@@ -136,8 +163,8 @@ fn budget(sim: &Sim, object: &Object) -> (RemoteBudget<Sim, Link>, Rc<Cell<Troub
     };
     let budget = RemoteBudget::new(
         "custom:http://up.test/v1/chat/completions".into(),
-        LIMITS,
-        SharedLimit::default(),
+        limits,
+        settings,
         Rc::new(sim.clone()),
         link,
     );
@@ -432,6 +459,249 @@ fn isolates_sharing_the_object_keep_one_budget_between_them() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Round trips: shared by concurrent calls, and made ahead of a busy isolate's calls
+
+/// How many messages reached the object.
+fn messages(object: &Object) -> usize {
+    object.messages.borrow().len()
+}
+
+#[test]
+fn concurrent_calls_each_get_their_own_reservation_without_waiting_for_each_other() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    let (budget, _) = budget_one_by_one(&sim, &object);
+    let reservations = sim.run(futures_util::future::join_all(
+        (0..16).map(|_| budget.reserve(100)),
+    ));
+    // Each call makes its own round trip (in a Worker, a call must not wait on another
+    // request's work), all at once: one round trip's time in all.
+    assert_eq!(messages(&object), 16);
+    assert!(sim.elapsed() <= 2.0 + 1e-9, "{} ms", sim.elapsed());
+    let mut ids: Vec<u64> = reservations.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 16, "each call has its own reservation");
+    assert!(reservations
+        .iter()
+        .all(|r| r.id < 1 << 52 && r.wait_ms == 0.0));
+}
+
+#[test]
+fn the_calls_of_a_busy_isolate_share_the_permits_one_round_trip_reserved_ahead() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    // A budget large enough for four permits ahead (a hundredth of 400 a minute).
+    let limits = RateLimits {
+        requests_per_minute: 400,
+        ..LIMITS
+    };
+    let (budget, _) = budget_of(&sim, &object, SharedLimit::default(), limits);
+    let sent = sim.run(async {
+        // Four calls end: the flush after them reserves four permits in one round trip.
+        let first = futures_util::future::join_all((0..4).map(|_| budget.reserve(100))).await;
+        for reservation in &first {
+            budget.reconcile(reservation, Some(100));
+        }
+        let flush = budget.flush();
+        let next = async {
+            sim.sleep(10.0).await;
+            let before = messages(&object);
+            let next = futures_util::future::join_all((0..4).map(|_| budget.reserve(100))).await;
+            for reservation in &next {
+                budget.reconcile(reservation, Some(100));
+            }
+            messages(&object) - before
+        };
+        futures_util::future::join(flush, next).await.1
+    });
+    assert_eq!(sent, 0, "the next four calls made no round trip");
+    // Four reservations, the permits ahead, and, once those expire, what the next four
+    // calls had to tell (their reconciliations).
+    assert_eq!(messages(&object), 6);
+}
+
+#[test]
+fn a_busy_isolate_reserves_ahead_and_its_next_call_makes_no_round_trip() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    let (budget, _) = budget(&sim, &object);
+    let (first, second, sent_before, sent_after) = sim.run(async {
+        let first = budget.reserve(100).await;
+        budget.reconcile(&first, Some(90));
+        // After the response: the flush delivers the reconciliation and reserves a permit
+        // for the next call (its wait for unused permits to expire runs on meanwhile).
+        let flush = budget.flush();
+        let next = async {
+            sim.sleep(10.0).await;
+            let sent_before = messages(&object);
+            let second = budget.reserve(100).await;
+            (second, sent_before, messages(&object))
+        };
+        let ((), (second, sent_before, sent_after)) = futures_util::future::join(flush, next).await;
+        (first, second, sent_before, sent_after)
+    });
+    assert_eq!(
+        sent_before, sent_after,
+        "the second call made no round trip"
+    );
+    assert_ne!(first.id, second.id);
+    assert!(second.id < 1 << 52, "a permit of the object");
+    assert_eq!(second.wait_ms, 0.0);
+    assert_eq!(object.ops(), ["reserve", "reconcile", "reserve"]);
+    sim.run(async {
+        budget.reconcile(&second, Some(90));
+        budget.flush().await;
+        let status = budget.status().await;
+        assert_eq!(
+            status.limiter.in_flight, 0,
+            "every permit is settled or given back"
+        );
+        assert_eq!(status.shared.map(|s| s.reserved_ahead), Some(0));
+    });
+}
+
+#[test]
+fn permits_ahead_not_used_are_given_back_when_they_expire() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    let (budget, _) = budget(&sim, &object);
+    let (status, waits) = sim.run(async {
+        let reservation = budget.reserve(100).await;
+        budget.reconcile(&reservation, Some(100));
+        // No call comes: the flush gives the permit back once it is too old to use.
+        budget.flush().await;
+        let status = budget.status().await;
+        // The permit given back costs the budget nothing: 59 more of the 60 go at once.
+        let mut waits = Vec::new();
+        for _ in 0..59 {
+            waits.push(budget.reserve(100).await.wait_ms);
+        }
+        (status, waits)
+    });
+    assert_eq!(
+        object.ops()[..5],
+        ["reserve", "reconcile", "reserve", "cancel", "status"]
+    );
+    assert_eq!(status.limiter.in_flight, 0);
+    assert!(waits.iter().all(|w| *w == 0.0), "{waits:?}");
+}
+
+#[test]
+fn a_permit_ahead_serves_only_a_call_it_holds_enough_tokens_for() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    let (budget, _) = budget(&sim, &object);
+    let big = sim.run(async {
+        let small = budget.reserve(100).await;
+        budget.reconcile(&small, Some(100));
+        let flush = budget.flush();
+        let next = async {
+            sim.sleep(10.0).await;
+            budget.reserve(5_000).await
+        };
+        futures_util::future::join(flush, next).await.1
+    });
+    assert_eq!(
+        big.tokens, 5_000,
+        "reserved for what it asks, not the permit's 100"
+    );
+    assert_eq!(
+        object.ops(),
+        ["reserve", "reconcile", "reserve", "reserve", "cancel"],
+        "its own round trip; the unused permit given back"
+    );
+}
+
+#[test]
+fn an_isolate_holds_at_most_a_hundredth_of_the_budget_ahead() {
+    for (requests_per_minute, tokens_per_minute, most) in [
+        (60, 100_000, 1),
+        (400, 1_000_000, 4),
+        (100_000, 100_000, 1),
+        (100_000, 10_000_000, 16),
+    ] {
+        let sim = Sim::always(Scripted::completion("ok"));
+        let object = Object::new();
+        let limits = RateLimits {
+            requests_per_minute,
+            tokens_per_minute,
+            ..LIMITS
+        };
+        let (budget, _) = budget_of(&sim, &object, SharedLimit::default(), limits);
+        let held = sim.run(async {
+            // Forty calls of 1,000 tokens end at once; the flush reserves ahead.
+            let calls =
+                futures_util::future::join_all((0..40).map(|_| budget.reserve(1_000))).await;
+            for reservation in &calls {
+                budget.reconcile(reservation, Some(1_000));
+            }
+            let flush = budget.flush();
+            let look = async {
+                sim.sleep(10.0).await;
+                budget.status().await.shared.map(|s| s.reserved_ahead)
+            };
+            futures_util::future::join(flush, look).await.1
+        });
+        assert_eq!(
+            held,
+            Some(most),
+            "{requests_per_minute} rpm, {tokens_per_minute} tpm"
+        );
+    }
+}
+
+#[test]
+fn a_429_reaches_the_object_at_once_and_other_news_waits_for_company() {
+    for (status, headers, soon) in [
+        (429, vec![("retry-after-ms", "2000")], true),
+        (200, vec![("x-ratelimit-remaining-requests", "50")], false),
+    ] {
+        let sim = Sim::always(Scripted::completion("ok"));
+        let object = Object::new();
+        let (budget, _) = budget_one_by_one(&sim, &object);
+        let delivered_at = sim.run(async {
+            let reservation = budget.reserve(100).await;
+            let start = sim.now_ms();
+            let headers: Headers = headers.into_iter().collect();
+            budget.observe(&headers, status, &reservation);
+            budget.flush().await;
+            sim.now_ms() - start
+        });
+        assert_eq!(object.ops(), ["reserve", "observe"], "{status}");
+        if soon {
+            assert!(delivered_at <= 2.0 + 1e-9, "a 429 waited {delivered_at} ms");
+        } else {
+            assert!(
+                delivered_at >= FLUSH_AFTER_MS,
+                "a 200 went after {delivered_at} ms"
+            );
+        }
+    }
+}
+
+#[test]
+fn nothing_is_reserved_ahead_while_calls_wait() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    let (budget, _) = budget(&sim, &object);
+    sim.run(async {
+        // The bucket holds 60 requests: spend them, and more.
+        let mut last = None;
+        for _ in 0..61 {
+            let reservation = budget.reserve(100).await;
+            budget.reconcile(&reservation, Some(100));
+            last = Some(reservation);
+        }
+        assert!(last.unwrap().wait_ms > 0.0);
+        let before = object.ops().iter().filter(|op| *op == "reserve").count();
+        budget.flush().await;
+        let after = object.ops().iter().filter(|op| *op == "reserve").count();
+        assert_eq!(before, after, "no permit ahead of calls that wait");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
 // When the object cannot be reached
 
 #[test]
@@ -484,7 +754,7 @@ fn an_unreachable_object_makes_the_isolate_spend_its_share_and_say_so() {
 fn the_isolate_returns_to_the_object_and_delivers_what_waited() {
     let sim = Sim::always(Scripted::completion("ok"));
     let object = Object::new();
-    let (budget, trouble) = budget(&sim, &object);
+    let (budget, trouble) = budget_one_by_one(&sim, &object);
     sim.run(async {
         // A reservation from the object, then the object goes away.
         let shared = budget.reserve(100).await;
@@ -577,7 +847,7 @@ fn undelivered_messages_are_bounded() {
 fn the_observation_carries_only_what_the_limiter_reads() {
     let sim = Sim::always(Scripted::completion("ok"));
     let object = Object::new();
-    let (budget, _) = budget(&sim, &object);
+    let (budget, _) = budget_one_by_one(&sim, &object);
     sim.run(async {
         let reservation = budget.reserve(100).await;
         let headers: Headers = [
@@ -610,6 +880,8 @@ fn shared_limit_settings_are_checked() {
         (r#"{"fallback_share": 1.5}"#, "fallback_share"),
         (r#"{"timeout_ms": -1}"#, "timeout_ms"),
         (r#"{"retry_after_ms": 0}"#, "retry_after_ms"),
+        (r#"{"reserve_ahead": 65}"#, "reserve_ahead"),
+        (r#"{"reserve_ahead": -1}"#, "reserve_ahead"),
     ] {
         let config = format!(
             r#"{{"providers":{{"p":{{"type":"custom","base_url":"http://x.test","shared_limit":{json}}}}}}}"#

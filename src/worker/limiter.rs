@@ -4,20 +4,23 @@
 //!
 //! The object only moves bytes and stores the core's snapshot: every message is handled by
 //! [`LimiterObject::handle`], and the state lives in the object's storage (a SQLite-backed
-//! class), written with every change before the answer goes (the object's output gate holds
-//! it until the write is confirmed), so eviction or a restart loses no accounting.
+//! class), written within [`STORE_WITHIN_MS`] of a change (one write for all the changes
+//! of that time, in the object's `wait_until`, which eviction waits for).
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{
     console_warn, durable_object, DurableObject, Env, Method, ObjectNamespace, Request,
     RequestInit, Response, State,
 };
 
 use crate::budget::Answer;
+use crate::runtime::Runtime;
 use crate::runtime::TransportError;
-use crate::shared_limit::{LimiterObject, ObjectLink};
+use crate::shared_limit::{LimiterObject, ObjectLink, STORE_WITHIN_MS};
+use crate::wasm::WasmRuntime;
 
 /// The binding of the objects' namespace in wrangler.toml.
 pub const BINDING: &str = "LIMITER";
@@ -26,8 +29,10 @@ pub const BINDING: &str = "LIMITER";
 #[durable_object]
 pub struct RateLimiterObject {
     state: State,
-    object: RefCell<Option<LimiterObject>>,
+    object: Rc<RefCell<Option<LimiterObject>>>,
     loaded: Cell<bool>,
+    /// Whether a write of the state is scheduled.
+    storing: Rc<Cell<bool>>,
 }
 
 /// The storage key of the limiter's snapshot.
@@ -48,12 +53,38 @@ impl RateLimiterObject {
         self.loaded.set(true);
     }
 
-    /// Stores `snapshot`. The object's output gate holds the answer until the write is
-    /// confirmed: an answer never tells of a reservation that storage could lose.
-    async fn store(&self, snapshot: String) {
-        if let Err(e) = self.state.storage().put(KEY, snapshot).await {
-            console_warn!("the limiter's state could not be stored: {e}");
+    /// Writes the state within [`STORE_WITHIN_MS`], unless a write is scheduled already:
+    /// that one takes this change too.
+    fn store_soon(&self) {
+        if self.storing.replace(true) {
+            return;
         }
+        let state: worker::worker_sys::DurableObjectState =
+            AsRef::<JsValue>::as_ref(self.state.as_raw())
+                .clone()
+                .unchecked_into();
+        let object = Rc::clone(&self.object);
+        let storing = Rc::clone(&self.storing);
+        self.state.wait_until(async move {
+            let runtime = WasmRuntime;
+            runtime.sleep(STORE_WITHIN_MS).await;
+            // A change from here on schedules the next write.
+            storing.set(false);
+            let snapshot = object.borrow().as_ref().map(LimiterObject::snapshot);
+            let Some(snapshot) = snapshot else { return };
+            let written = match state.storage() {
+                Ok(storage) => match storage.put(KEY, JsValue::from_str(&snapshot)) {
+                    Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                console_warn!("the limiter's state could not be stored: {e:?}");
+            }
+        });
     }
 }
 
@@ -61,25 +92,19 @@ impl DurableObject for RateLimiterObject {
     fn new(state: State, _env: Env) -> Self {
         RateLimiterObject {
             state,
-            object: RefCell::new(None),
+            object: Rc::new(RefCell::new(None)),
             loaded: Cell::new(false),
+            storing: Rc::new(Cell::new(false)),
         }
     }
 
     async fn fetch(&self, mut request: Request) -> worker::Result<Response> {
         let body = request.bytes().await.unwrap_or_default();
         self.load().await;
-        let (handled, snapshot) = {
-            let mut object = self.object.borrow_mut();
-            let handled = LimiterObject::handle(&mut object, js_sys::Date::now(), &body);
-            let snapshot = handled
-                .changed
-                .then(|| object.as_ref().map(LimiterObject::snapshot))
-                .flatten();
-            (handled, snapshot)
-        };
-        if let Some(snapshot) = snapshot {
-            self.store(snapshot).await;
+        let handled =
+            LimiterObject::handle(&mut self.object.borrow_mut(), js_sys::Date::now(), &body);
+        if handled.changed {
+            self.store_soon();
         }
         Ok(Response::from_bytes(handled.body.into_bytes())?.with_status(handled.status))
     }
