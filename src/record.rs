@@ -270,11 +270,12 @@ impl Record {
          prompt_tokens, completion_tokens, total_tokens, response_time_ms, upstream_id, \
          truncated, batch_id, custom_id";
 
-    /// The statement that stores the row in its table.
+    /// The statement that stores the row in its table, once: a row already there (a write
+    /// retried after an answer that was lost) is left as it is.
     pub fn insert(&self) -> Statement {
         let values = self.values();
         let sql = format!(
-            "INSERT INTO {} ({}) VALUES ({})",
+            "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT DO NOTHING",
             self.table(),
             self.columns(),
             placeholders(1, values.len())

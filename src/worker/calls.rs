@@ -117,7 +117,7 @@ pub fn store_later(ctx: &Context, env: &Env, record: Record) {
     let db = database(env);
     ctx.wait_until(async move {
         match db {
-            Ok(db) => store::insert(&db, &record).await,
+            Ok(db) => store::insert(&db, record).await,
             Err(e) => console_warn!("response {} not stored: {}", record.id, e.message),
         }
     });

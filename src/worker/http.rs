@@ -104,11 +104,21 @@ pub fn header(request: &Request, name: &str) -> Option<String> {
     request.headers().get(name).ok().flatten()
 }
 
-/// The body, refusing more than `limit` bytes (a 413) without reading it all.
+/// The body, refusing more than `limit` bytes (a 413) without reading it all: one of a
+/// declared length in one piece, one sent in chunks (no length) chunk by chunk up to the
+/// limit.
 pub async fn read_body(request: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = header(request, "content-length").and_then(|l| l.parse::<u64>().ok());
     if declared.is_some_and(|l| l > limit as u64) {
         return Err(too_large(limit));
+    }
+    if declared.is_some() {
+        // Its length known and within the limit (the runtime holds a body to its declared
+        // length): read in one piece, not chunk by chunk.
+        return request
+            .bytes()
+            .await
+            .map_err(|e| ApiError::invalid(None, format!("the body could not be read: {e}")));
     }
     let Ok(stream) = request.stream() else {
         return Ok(Vec::new());

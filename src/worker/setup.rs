@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde_json::{json, Value};
+use wasm_bindgen::JsValue;
 use worker::{console_warn, D1Database, Env, Request, Response};
 
 use super::http::{header, json_response};
@@ -37,6 +38,9 @@ pub type Manager = ProviderManager<WasmRuntime>;
 thread_local! {
     /// The isolate's manager, with the configuration text it was built from.
     static MANAGER: RefCell<Option<(String, Rc<Manager>)>> = const { RefCell::new(None) };
+    /// The configuration var as JavaScript gave it when the manager was built: a request
+    /// whose var is the same string (`===`) needs neither reading nor comparing it.
+    static CONFIG_SEEN: RefCell<JsValue> = const { RefCell::new(JsValue::UNDEFINED) };
 }
 
 /// `/health`: whether the Worker can serve, never what its secrets are.
@@ -83,6 +87,13 @@ pub fn authorize(request: &Request, env: &Env) -> Result<(), ApiError> {
 
 /// The isolate's manager, built on first use (and again if the configuration changed).
 pub fn manager(env: &Env) -> Result<Rc<Manager>, ApiError> {
+    let raw = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(CONFIG_VAR))
+        .unwrap_or(JsValue::UNDEFINED);
+    if raw.is_string() && CONFIG_SEEN.with(|seen| *seen.borrow() == raw) {
+        if let Some(manager) = built_manager() {
+            return Ok(manager);
+        }
+    }
     let text = config_text(env)?;
     let cached = MANAGER.with(|m| {
         m.borrow()
@@ -91,6 +102,7 @@ pub fn manager(env: &Env) -> Result<Rc<Manager>, ApiError> {
             .map(|(_, m)| Rc::clone(m))
     });
     if let Some(manager) = cached {
+        CONFIG_SEEN.with(|seen| *seen.borrow_mut() = raw);
         return Ok(manager);
     }
     let config = LlmConfig::from_json_with(&text, KeySource::SecretsOnly)
@@ -130,6 +142,7 @@ pub fn manager(env: &Env) -> Result<Rc<Manager>, ApiError> {
     }
     let manager = Rc::new(manager);
     MANAGER.with(|m| *m.borrow_mut() = Some((text, Rc::clone(&manager))));
+    CONFIG_SEEN.with(|seen| *seen.borrow_mut() = raw);
     Ok(manager)
 }
 

@@ -1,9 +1,12 @@
-//! The D1 store: one `INSERT` per answer (one round trip, bound parameters only), retried
-//! with [`RetryPolicy`]'s backoff and logged when it keeps failing, and the reads behind
-//! `GET /v1/responses`.
+//! The D1 store: the answers' rows, written together (the rows of calls that end while a
+//! write is on its way go together in the next one, as one D1 batch; bound parameters only),
+//! retried with [`RetryPolicy`]'s backoff and logged when they keep failing, and the reads
+//! behind `GET /v1/responses`.
 //!
 //! What a row holds and where it goes is decided in [`crate::record`]; this module only
 //! binds it to SQL. No user data is ever part of an SQL text.
+
+use std::cell::{Cell, RefCell};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -98,38 +101,142 @@ pub fn last_rows<T: DeserializeOwned>(results: &[D1Result]) -> worker::Result<Ve
     }
 }
 
-/// Writes `record` to its table, retrying with backoff; a row that cannot be written
+/// The most rows written in one D1 batch.
+pub const MAX_ROWS_PER_WRITE: usize = 100;
+
+/// How long the first row waits for company before it is written, in milliseconds: the
+/// rows of the calls that end meanwhile go in the same D1 batch.
+const GATHER_MS: f64 = 20.0;
+
+/// How often a row that waits for a write looks again, in milliseconds.
+const JOIN_POLL_MS: f64 = 2.0;
+
+/// The longest a row waits for another call's write before it writes itself.
+const JOIN_WAIT_MS: f64 = 200.0;
+
+thread_local! {
+    /// Rows not yet taken by a write, oldest first.
+    static PENDING: RefCell<Vec<Record>> = const { RefCell::new(Vec::new()) };
+    /// Whether a call is gathering rows or writing them.
+    static LEADING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks a call as the one gathering and writing rows, for as long as it lives.
+struct Lead;
+
+impl Lead {
+    fn start() -> Lead {
+        LEADING.with(|l| l.set(true));
+        Lead
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        LEADING.with(|l| l.set(false));
+    }
+}
+
+fn pending(id: &str) -> bool {
+    PENDING.with(|p| p.borrow().iter().any(|r| r.id == id))
+}
+
+/// Writes the waiting rows, oldest first, [`MAX_ROWS_PER_WRITE`] at a time, until row `id`
+/// is written.
+async fn write_through(db: &D1Database, id: &str) {
+    while pending(id) {
+        let rows: Vec<Record> = PENDING.with(|p| {
+            let mut pending = p.borrow_mut();
+            let n = pending.len().min(MAX_ROWS_PER_WRITE);
+            pending.drain(..n).collect()
+        });
+        write_rows(db, &rows).await;
+    }
+}
+
+/// Stores `record` (in `wait_until`): returns once it is written, logged as unwritable, or
+/// taken by another call's write. The rows of the isolate's calls are written together: a
+/// call that finds no other leading leads, waits [`GATHER_MS`] for company and writes every
+/// row waiting (up to [`MAX_ROWS_PER_WRITE`] in one D1 batch); a call that finds one leading
+/// looks again every [`JOIN_POLL_MS`] until its row is taken, or leads the next write once
+/// the leader is done (writing at once, having waited), or, after [`JOIN_WAIT_MS`], writes
+/// itself. A call never waits on another request's work, only on timers and writes of its
+/// own (the runtime takes a call that waits on no I/O of its own for hung).
+pub async fn insert(db: &D1Database, record: Record) {
+    let id = record.id.clone();
+    PENDING.with(|p| p.borrow_mut().push(record));
+    let runtime = WasmRuntime;
+    let mut waited = 0.0;
+    loop {
+        if !pending(&id) {
+            return;
+        }
+        if !LEADING.with(Cell::get) {
+            let _lead = Lead::start();
+            if waited == 0.0 {
+                runtime.sleep(GATHER_MS).await;
+            }
+            return write_through(db, &id).await;
+        }
+        if waited >= JOIN_WAIT_MS {
+            return write_through(db, &id).await;
+        }
+        runtime.sleep(JOIN_POLL_MS).await;
+        waited += JOIN_POLL_MS;
+    }
+}
+
+/// Writes `records` as one D1 batch, retrying with backoff; should the batch keep failing,
+/// each row on its own, so that one bad row costs no other. A row that cannot be written
 /// after every attempt is logged whole (it holds no secret), never dropped silently.
-pub async fn insert(db: &D1Database, record: &Record) {
-    let statement = record.insert();
+async fn write_rows(db: &D1Database, records: &[Record]) {
+    let group: Group = records.iter().map(Record::insert).collect();
+    let described = || match records {
+        [one] => format!("response {}", one.id),
+        [first, ..] => format!("{} responses ({} and others)", records.len(), first.id),
+        [] => String::new(),
+    };
+    let Err(e) = with_retries(|| run_group(db, &group), &described).await else {
+        return;
+    };
+    if let [record] = records {
+        let row = serde_json::to_string(record).unwrap_or_default();
+        console_error!(
+            "storing response {} failed for good, last: {e}; the row: {row}",
+            record.id
+        );
+        return;
+    }
+    for record in records {
+        Box::pin(write_rows(db, std::slice::from_ref(record))).await;
+    }
+}
+
+/// Runs `write` until it succeeds or [`WRITE_RETRY`] gives up: the last error then.
+async fn with_retries<F, T>(
+    write: impl Fn() -> F,
+    described: &dyn Fn() -> String,
+) -> worker::Result<T>
+where
+    F: std::future::Future<Output = worker::Result<T>>,
+{
     let runtime = WasmRuntime;
     let mut attempt = 0;
     loop {
-        let outcome = match prepare(db, &statement) {
-            Ok(prepared) => prepared.run().await.map(|_| ()),
-            Err(e) => Err(e),
+        let e = match write().await {
+            Ok(value) => return Ok(value),
+            Err(e) => e,
         };
-        let Err(e) = outcome else { return };
-        match WRITE_RETRY.backoff(attempt, runtime.random()) {
-            Some(delay) => {
-                console_warn!(
-                    "storing response {} failed (attempt {}): {e}",
-                    record.id,
-                    attempt + 1
-                );
-                runtime.sleep(delay).await;
-                attempt += 1;
-            }
-            None => {
-                let row = serde_json::to_string(record).unwrap_or_default();
-                console_error!(
-                    "storing response {} failed {} times, last: {e}; the row: {row}",
-                    record.id,
-                    attempt + 1
-                );
-                return;
-            }
-        }
+        let Some(delay) = WRITE_RETRY.backoff(attempt, runtime.random()) else {
+            return Err(e);
+        };
+        console_warn!(
+            "storing {} failed (attempt {}): {e}",
+            described(),
+            attempt + 1
+        );
+        runtime.sleep(delay).await;
+        attempt += 1;
     }
 }
 

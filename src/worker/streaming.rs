@@ -50,7 +50,7 @@ pub async fn respond(
     let flushing = Rc::clone(&manager);
     ctx.wait_until(async move {
         if let (Ok(record), Ok(db)) = (ended.await, db) {
-            store::insert(&db, &record).await;
+            store::insert(&db, record).await;
         }
         // The stream's end settled its reservation: tell the shared limiter.
         flushing.flush().await;
