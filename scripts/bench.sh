@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every side-by-side benchmark of bench/ and writes bench/RESULTS.md: thinking
 # extraction, rate-limiter decisions, a batch against a rate-limited upstream, the Worker's
-# overhead and the sizes, each against what users would pick instead. Installs what it needs
+# own cost per call (with a CPU profile; and, not re-measured, its cost before the speed
+# work, from bench/worker-before.md), the shared limiter, batches on the Worker and the
+# sizes, each against what users would pick instead. Installs what it needs
 # first (scripts/setup.sh --node, idempotent) and builds the package and the Worker.
 #
 #   scripts/bench.sh            # the full run, about 7 minutes once built; writes bench/RESULTS.md
@@ -15,7 +17,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 quick=()
 out=bench/RESULTS.md
-worker_requests=200
+worker_requests=400
 case "${1:-}" in
   --quick) quick=(--quick); out=bench/RESULTS-quick.md; worker_requests=50 ;;
   "") ;;
@@ -48,7 +50,9 @@ part() {
 part "thinking extraction (bench/thinking.mjs)" node bench/thinking.mjs "${quick[@]}"
 part "rate-limiter decisions (bench/rate-limit.mjs)" node bench/rate-limit.mjs "${quick[@]}"
 part "a batch against a rate-limited upstream (bench/batch.mjs)" node bench/batch.mjs "${quick[@]}"
-part "the Worker's overhead (bench/worker.mjs)" node bench/worker.mjs --requests "$worker_requests"
+part "the Worker's own cost per call (bench/worker.mjs)" node bench/worker.mjs --profile --requests "$worker_requests"
+# Not measured in this run: the same benchmark on the commit before the Worker's speed work.
+part "the Worker's cost before its speed work (bench/worker-before.md)" cat bench/worker-before.md
 part "one rate limit across isolates (bench/shared-limit.mjs)" node bench/shared-limit.mjs "${quick[@]}"
 part "batches on the Worker (bench/batch-worker.mjs)" node bench/batch-worker.mjs "${quick[@]}"
 part "sizes (bench/sizes.mjs)" node bench/sizes.mjs
@@ -60,7 +64,7 @@ cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)
   echo "Written by \`scripts/bench.sh${quick:+ --quick}\` on $(date -u +%Y-%m-%d) at commit"
   echo "\`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with local changes)'),"
   echo "on ${cpu:-an unknown CPU} ($(nproc) cores), $(uname -sm), Node $(node --version)."
-  echo "Every figure below was measured in this one run; each part states its own method."
+  echo "Every figure below was measured in this one run (but the one part that says it was not); each part states its own method."
   echo "Shared machines are noisy: compare the ratios within a table, not absolute figures across runs."
   echo
   cat "$body"
