@@ -23,7 +23,11 @@
 //!   own. Only permits the object grants at once are kept, and only for
 //!   [`AHEAD_TTL_MS`] (less than the object's arrival slack, so that a permit used late
 //!   costs the provider's bucket nothing the slack does not cover); one not used by then
-//!   is given back. A limiter that makes calls wait is not reserved ahead of.
+//!   is given back. A limiter that makes calls wait is not reserved ahead of. Concurrent
+//!   flushes count the permits being asked for as held, so together they ask for no more.
+//!   A permit used late goes out after reservations made after it: its answer's figures of
+//!   what remains are not passed on (they count some of those already), and the object
+//!   reads every server figure as missing the open permits reserved ahead before it.
 //! - When the object cannot be reached in [`SharedLimit::timeout_ms`], or answers badly,
 //!   the isolate answers from a limiter of its own at [`SharedLimit::fallback_share`] of
 //!   the budget, says so in its status, and tries the object again after
@@ -38,8 +42,8 @@
 //! Everything here is pure: the object's transport ([`ObjectLink`]) and the clock are
 //! passed in.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -196,6 +200,10 @@ pub enum Op {
     Reserve {
         /// The estimated tokens.
         tokens: u32,
+        /// Whether it is reserved ahead of a call: it may go out after reservations made
+        /// later (see [`LimiterObject`]'s observations).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ahead: bool,
     },
     /// [`RateLimiter::blocked_for`].
     BlockedFor {
@@ -268,6 +276,7 @@ pub enum Outcome {
 struct OpFields {
     op: String,
     tokens: Option<u32>,
+    ahead: Option<bool>,
     reservation: Option<Reservation>,
     status: Option<u16>,
     headers: Option<Vec<(String, String)>>,
@@ -282,6 +291,7 @@ impl TryFrom<OpFields> for Op {
         Ok(match fields.op.as_str() {
             "reserve" => Op::Reserve {
                 tokens: fields.tokens.ok_or_else(|| missing("tokens"))?,
+                ahead: fields.ahead.unwrap_or(false),
             },
             "blocked_for" => Op::BlockedFor {
                 reservation: reservation()?,
@@ -371,6 +381,9 @@ pub struct Reply {
 struct Open {
     reservation: Reservation,
     since_ms: f64,
+    /// Reserved ahead of a call (see [`Op::Reserve`]).
+    #[serde(default)]
+    ahead: bool,
 }
 
 /// What the shared limiter's object runs (see the module docs).
@@ -461,13 +474,14 @@ impl LimiterObject {
     fn apply(&mut self, now: f64, op: Op) -> Outcome {
         let limiter = &mut self.limiter;
         match op {
-            Op::Reserve { tokens } => {
+            Op::Reserve { tokens, ahead } => {
                 let reservation = limiter.reserve(now, tokens);
                 self.open.insert(
                     reservation.id,
                     Open {
                         reservation,
                         since_ms: now,
+                        ahead,
                     },
                 );
                 Outcome::Reserved { reservation }
@@ -481,7 +495,8 @@ impl LimiterObject {
                 headers,
             } => {
                 let headers: Headers = headers.into_iter().collect();
-                limiter.observe(now, &headers, status, Some(&reservation));
+                let counted = Self::counted_through(&self.open, reservation);
+                limiter.observe(now, &headers, status, Some(&counted));
                 Outcome::Done
             }
             // A reservation settles once: one not open (settled already, or swept as
@@ -504,6 +519,27 @@ impl LimiterObject {
             Op::Status => Outcome::Status {
                 status: limiter.status(now),
             },
+        }
+    }
+
+    /// What a server had counted when `answered` reached it, as the limiter reads a
+    /// reservation in [`RateLimiter::observe`]: every reservation made before it, except
+    /// those reserved ahead of calls and still open, which may have gone out after it. The
+    /// limiter counts the reservations after the one it is given as not yet seen by the
+    /// server, so the answered one is moved back in the order by those permits (their number
+    /// and tokens): the server's figure is then read as missing them too, which is safe when
+    /// some had in fact arrived (the limiter spends a little less than it could).
+    fn counted_through(open: &BTreeMap<u64, Open>, answered: Reservation) -> Reservation {
+        let (count, tokens) = open
+            .range(..answered.id)
+            .filter(|(_, open)| open.ahead)
+            .fold((0u64, 0u64), |(count, tokens), (_, open)| {
+                (count + 1, tokens + u64::from(open.reservation.tokens))
+            });
+        Reservation {
+            id: answered.id.wrapping_sub(count),
+            reserved_through: answered.reserved_through.saturating_sub(tokens),
+            ..answered
         }
     }
 
@@ -583,12 +619,17 @@ pub struct RemoteBudget<R: Runtime, L: ObjectLink> {
     undelivered: RefCell<VecDeque<Op>>,
     /// Permits reserved ahead of calls, oldest first.
     ahead: RefCell<VecDeque<Ahead>>,
+    /// Permits ahead asked for and not answered yet: concurrent flushes count them as held,
+    /// or each would ask for the whole target.
+    asking_ahead: Cell<usize>,
+    /// The permits reserved ahead that calls took and have not settled.
+    taken_ahead: RefCell<BTreeSet<u64>>,
     /// When the recent calls asked for a permit (the last [`AHEAD_TTL_MS`]).
     recent: RefCell<VecDeque<f64>>,
     /// Whether the last reservation had to wait: then nothing is reserved ahead.
-    waiting: std::cell::Cell<bool>,
+    waiting: Cell<bool>,
     /// The largest token estimate of the recent calls: what a permit ahead holds.
-    estimate: std::cell::Cell<u32>,
+    estimate: Cell<u32>,
     /// The limiter answering while the object cannot be reached.
     fallback: RefCell<RateLimiter>,
     down: RefCell<Option<Down>>,
@@ -613,9 +654,11 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
             link,
             undelivered: RefCell::new(VecDeque::new()),
             ahead: RefCell::new(VecDeque::new()),
+            asking_ahead: Cell::new(0),
+            taken_ahead: RefCell::new(BTreeSet::new()),
             recent: RefCell::new(VecDeque::new()),
-            waiting: std::cell::Cell::new(false),
-            estimate: std::cell::Cell::new(0),
+            waiting: Cell::new(false),
+            estimate: Cell::new(0),
             down: RefCell::new(None),
         }
     }
@@ -767,6 +810,7 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
         let at = ahead.iter().position(|a| a.reservation.tokens >= tokens)?;
         let taken = ahead.remove(at)?;
         let reservation = taken.reservation;
+        self.taken_ahead.borrow_mut().insert(reservation.id);
         Some(Reservation {
             wait_ms: (reservation.start_at_ms - now).max(0.0),
             ..reservation
@@ -788,7 +832,7 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
             .filter(|at| **at + AHEAD_TTL_MS > now)
             .count();
         let target = recent.min(self.most_ahead());
-        let held = self.ahead.borrow().len();
+        let held = self.ahead.borrow().len() + self.asking_ahead.get();
         if held * 2 > target {
             return 0;
         }
@@ -808,7 +852,18 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
     /// Reserves `count` permits ahead; keeps those granted at once, gives back the others.
     async fn reserve_ahead(&self, count: usize) {
         let tokens = self.estimate.get();
-        let Ok(outcomes) = self.round_trip(vec![Op::Reserve { tokens }; count]).await else {
+        let asked = vec![
+            Op::Reserve {
+                tokens,
+                ahead: true
+            };
+            count
+        ];
+        self.asking_ahead.set(self.asking_ahead.get() + count);
+        let answered = self.round_trip(asked).await;
+        self.asking_ahead
+            .set(self.asking_ahead.get().saturating_sub(count));
+        let Ok(outcomes) = answered else {
             return;
         };
         let now = self.now();
@@ -850,6 +905,12 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
     }
 }
 
+/// Whether header `name` is one of a server's figures of what remains, or of when it resets.
+fn is_remaining_figure(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("x-ratelimit-remaining") || name.starts_with("x-ratelimit-reset")
+}
+
 /// The outcomes of a reply to `count` operations, or why it is not one.
 fn read_reply(status: u16, body: &[u8], count: usize) -> std::result::Result<Vec<Outcome>, String> {
     let reply = serde_json::from_slice::<Reply>(body);
@@ -881,7 +942,13 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
             if let Some(reservation) = self.take_ahead(now, tokens) {
                 return reservation;
             }
-            match self.ask(Op::Reserve { tokens }).await {
+            match self
+                .ask(Op::Reserve {
+                    tokens,
+                    ahead: false,
+                })
+                .await
+            {
                 Ok(Outcome::Reserved { reservation }) if !Self::is_fallback(&reservation) => {
                     self.waiting.set(reservation.wait_ms > 0.0);
                     reservation
@@ -926,7 +993,13 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
                 .observe(now, headers, status, Some(&local));
             return;
         }
+        // A permit reserved ahead went out later than the reservations after it in the
+        // object's order: the server's remaining figures at its arrival count some of those
+        // already, and the object would count them again (and make every call wait for
+        // budget the provider still has). Its limits and a 429's wait still count.
+        let ahead = self.taken_ahead.borrow_mut().remove(&reservation.id);
         let headers = rate_limit_headers(headers)
+            .filter(|(name, _)| !(ahead && is_remaining_figure(name)))
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect();
         self.queue(Op::Observe {
@@ -937,6 +1010,7 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
     }
 
     fn reconcile(&self, reservation: &Reservation, tokens: Option<u32>) {
+        self.taken_ahead.borrow_mut().remove(&reservation.id);
         if Self::is_fallback(reservation) {
             if let Ok(mut fallback) = self.fallback.try_borrow_mut() {
                 fallback.reconcile(&Self::local(reservation), tokens);
@@ -950,6 +1024,7 @@ impl<R: Runtime, L: ObjectLink> Budget for RemoteBudget<R, L> {
     }
 
     fn cancel(&self, reservation: &Reservation) {
+        self.taken_ahead.borrow_mut().remove(&reservation.id);
         if Self::is_fallback(reservation) {
             if let Ok(mut fallback) = self.fallback.try_borrow_mut() {
                 fallback.cancel(&Self::local(reservation));

@@ -158,7 +158,9 @@ fn budget_of(
     let link = Link {
         sim: sim.clone(),
         object: object.clone(),
-        round_trip_ms: 2.0,
+        round_trip_ms: std::env::var("RT")
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(2.0),
         trouble: Rc::clone(&trouble),
     };
     let budget = RemoteBudget::new(
@@ -285,6 +287,82 @@ fn a_reservation_settles_once_and_an_abandoned_one_is_settled_by_the_sweep() {
     assert!(handled.changed, "the sweep changed the state");
     assert_eq!(status(&mut slot, later).in_flight, 0);
     assert_eq!(slot.as_ref().map(LimiterObject::open), Some(0));
+}
+
+#[test]
+fn a_server_figure_is_read_as_missing_the_permits_reserved_ahead_before_it() {
+    // A permit reserved ahead, then a call's own; the call's answer comes first and says 50
+    // requests remain. The permit ahead may go out after it: the object counts it as not
+    // yet seen by the server, one request less than when it was an ordinary reservation.
+    let immediately_after = |ahead: bool| {
+        let mut slot = None;
+        let handled = LimiterObject::handle(
+            &mut slot,
+            START_MS,
+            &message(json!([
+                { "op": "reserve", "tokens": 10, "ahead": ahead },
+                { "op": "reserve", "tokens": 10 },
+            ])),
+        );
+        let [_, Outcome::Reserved { reservation }] = outcomes(&handled.body)[..] else {
+            panic!("{}", handled.body)
+        };
+        let observe = json!([{ "op": "observe", "reservation": reservation, "status": 200,
+            "headers": [["x-ratelimit-remaining-requests", "50"]] }]);
+        LimiterObject::handle(&mut slot, START_MS, &message(observe));
+        (0..60)
+            .take_while(|_| {
+                let handled = LimiterObject::handle(
+                    &mut slot,
+                    START_MS,
+                    &message(json!([{ "op": "reserve", "tokens": 10 }])),
+                );
+                matches!(outcomes(&handled.body)[..],
+                    [Outcome::Reserved { reservation }] if reservation.wait_ms == 0.0)
+            })
+            .count()
+    };
+    let plain = immediately_after(false);
+    assert!(plain > 40, "{plain}");
+    assert_eq!(immediately_after(true), plain - 1);
+}
+
+#[test]
+fn a_permit_reserved_ahead_reports_its_limits_but_not_what_remained_when_it_arrived() {
+    let sim = Sim::always(Scripted::completion("ok"));
+    let object = Object::new();
+    let (budget, _) = budget(&sim, &object);
+    sim.run(async {
+        let first = budget.reserve(100).await;
+        budget.reconcile(&first, Some(100));
+        let flush = budget.flush();
+        let next = async {
+            sim.sleep(10.0).await;
+            let ahead = budget.reserve(100).await;
+            let headers: Headers = [
+                ("x-ratelimit-limit-requests", "60"),
+                ("x-ratelimit-remaining-requests", "0"),
+                ("x-ratelimit-reset-requests", "1s"),
+            ]
+            .into_iter()
+            .collect();
+            budget.observe(&headers, 200, &ahead);
+            budget.reconcile(&ahead, Some(100));
+        };
+        futures_util::future::join(flush, next).await;
+        budget.flush().await;
+    });
+    let messages = object.messages.borrow();
+    let observe = messages
+        .iter()
+        .flat_map(|m| m["ops"].as_array().cloned().unwrap_or_default())
+        .find(|op| op["op"] == "observe")
+        .expect("the observation reached the object");
+    assert_eq!(
+        observe["headers"],
+        json!([["x-ratelimit-limit-requests", "60"]]),
+        "what remained counts permits granted after it that went out first"
+    );
 }
 
 #[test]
@@ -456,6 +534,117 @@ fn isolates_sharing_the_object_keep_one_budget_between_them() {
         status[0].shared_limiter.as_ref().map(|s| s.mode),
         Some(SharedMode::Shared)
     );
+}
+
+/// An upstream that enforces `requests_per_minute` as OpenAI does: a bucket, full at first,
+/// refilling continuously; every answer says what remains, a request beyond it gets a 429
+/// with the wait until the next one.
+fn bucket_upstream(requests_per_minute: u32) -> Sim {
+    let capacity = f64::from(requests_per_minute);
+    let per_ms = capacity / 60_000.0;
+    let mut level = capacity;
+    let mut last = START_MS;
+    Sim::timed(move |_, _, now| {
+        level = (level + (now - last) * per_ms).min(capacity);
+        last = now;
+        let limit = requests_per_minute.to_string();
+        if level < 1.0 {
+            let wait = ((1.0 - level) / per_ms).ceil().to_string();
+            return Scripted::json(429, json!({ "error": { "message": "rate limited" } }))
+                .header("x-ratelimit-limit-requests", &limit)
+                .header("x-ratelimit-remaining-requests", "0")
+                .header("retry-after-ms", &wait)
+                .latency(50.0);
+        }
+        level -= 1.0;
+        Scripted::completion("ok")
+            .header("x-ratelimit-limit-requests", &limit)
+            .header(
+                "x-ratelimit-remaining-requests",
+                &(level.floor() as u64).to_string(),
+            )
+            .latency(50.0)
+    })
+}
+
+#[test]
+fn two_busy_isolates_spend_a_provider_budget_at_its_pace_without_429s() {
+    // Two isolates of 24 clients each, 300 calls in front of 240 requests a minute: the
+    // bucket's 240 at once, then 4 a second, 15 s in all. Each client's next call runs
+    // while the last one's news goes to the object, as `wait_until` runs it in a Worker.
+    for reserve_ahead in [0, 16] {
+        let sim = bucket_upstream(240);
+        let object = Object::new();
+        let config = LlmConfig::from_json(
+            r#"{ "providers": { "up": { "type": "custom", "base_url": "http://up.test/v1", "model": "m",
+                 "rate_limit": { "requests_per_minute": 240, "tokens_per_minute": 100000000 } } } }"#,
+        )
+        .unwrap();
+        let limits = RateLimits {
+            requests_per_minute: 240,
+            tokens_per_minute: 100_000_000,
+            requests_refill: RequestRefill::Continuous,
+        };
+        let settings = SharedLimit {
+            reserve_ahead,
+            ..SharedLimit::default()
+        };
+        let managers: Vec<ProviderManager<Sim>> = (0..2)
+            .map(|_| {
+                let make = |_provider: &Provider| -> Rc<dyn Budget> {
+                    Rc::new(budget_of(&sim, &object, settings, limits).0)
+                };
+                ProviderManager::with_budgets(&config, Rc::new(sim.clone()), &|_| None, &make)
+                    .unwrap()
+            })
+            .collect();
+        let small = GenerationConfig {
+            max_tokens: Some(10),
+            ..GenerationConfig::default()
+        };
+        let next = Cell::new(0);
+        let results = sim.run(futures_util::future::join_all((0..48).map(|client| {
+            let manager = &managers[client % 2];
+            let (small, next) = (&small, &next);
+            async move {
+                let options = Default::default();
+                let mut answers = Vec::new();
+                let mut flushed = None;
+                while next.get() < 300 {
+                    let prompt = Prompt::from(format!("q{}", next.get()));
+                    next.set(next.get() + 1);
+                    let call = manager.generate(&prompt, small, &Route::Default, &options);
+                    let last = futures_util::future::OptionFuture::from(flushed.take());
+                    let (answer, _) = futures_util::future::join(call, last).await;
+                    answers.push(answer);
+                    flushed = Some(manager.flush());
+                }
+                if let Some(flush) = flushed {
+                    flush.await;
+                }
+                answers
+            }
+        })));
+        let answers: Vec<_> = results.into_iter().flatten().collect();
+        assert_eq!(answers.len(), 300);
+        assert!(
+            answers.iter().all(Result::is_ok),
+            "reserve_ahead {reserve_ahead}"
+        );
+        let starts = upstream_starts(&sim);
+        let last = starts.last().unwrap() - START_MS;
+        let longest = starts.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+        assert_eq!(starts.len(), 300, "no 429 (reserve_ahead {reserve_ahead})");
+        // The pace never stalls: no pause of more than a few requests' refill (250 ms each).
+        assert!(
+            longest <= 1_000.0,
+            "reserve_ahead {reserve_ahead}: a pause of {longest} ms"
+        );
+        assert!(
+            last <= 15_000.0 * 1.05,
+            "reserve_ahead {reserve_ahead}: the last went at {last} ms"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -630,13 +819,15 @@ fn an_isolate_holds_at_most_a_hundredth_of_the_budget_ahead() {
         };
         let (budget, _) = budget_of(&sim, &object, SharedLimit::default(), limits);
         let held = sim.run(async {
-            // Forty calls of 1,000 tokens end at once; the flush reserves ahead.
+            // Forty calls of 1,000 tokens end at once, and each flushes (as each request of
+            // a Worker does, in `wait_until`): the flushes reserve ahead, together no more
+            // than the most.
             let calls =
                 futures_util::future::join_all((0..40).map(|_| budget.reserve(1_000))).await;
             for reservation in &calls {
                 budget.reconcile(reservation, Some(1_000));
             }
-            let flush = budget.flush();
+            let flush = futures_util::future::join_all((0..40).map(|_| budget.flush()));
             let look = async {
                 sim.sleep(10.0).await;
                 budget.status().await.shared.map(|s| s.reserved_ahead)

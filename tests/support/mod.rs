@@ -118,7 +118,7 @@ impl Seen {
     }
 }
 
-type Script = Box<dyn FnMut(&HttpRequest, usize) -> Reply>;
+type Script = Box<dyn FnMut(&HttpRequest, usize, f64) -> Reply>;
 
 struct State {
     now: f64,
@@ -138,7 +138,12 @@ pub const START_MS: f64 = 1_700_000_000_000.0;
 
 impl Sim {
     /// A platform whose server answers each request with `script(request, index)`.
-    pub fn new(script: impl FnMut(&HttpRequest, usize) -> Reply + 'static) -> Sim {
+    pub fn new(mut script: impl FnMut(&HttpRequest, usize) -> Reply + 'static) -> Sim {
+        Sim::timed(move |request, index, _| script(request, index))
+    }
+
+    /// A platform whose server answers each request with `script(request, index, now_ms)`.
+    pub fn timed(script: impl FnMut(&HttpRequest, usize, f64) -> Reply + 'static) -> Sim {
         Sim(Rc::new(RefCell::new(State {
             now: START_MS,
             seq: 0,
@@ -272,7 +277,7 @@ impl Runtime for Sim {
                 at_ms,
                 request: request.clone(),
             });
-            (state.script)(&request, index)
+            (state.script)(&request, index, at_ms)
         };
         let now = self.now_ms();
         self.sleep_until(now + reply.latency_ms).await;
