@@ -95,10 +95,16 @@ pub struct SseParser {
     data: String,
     /// The standard's event type buffer.
     event_type: String,
-    /// The standard's last event ID buffer; it is not reset between events.
+    /// The standard's last event ID buffer as the events dispatched so far left it; it is
+    /// not reset between events.
     last_event_id: String,
-    /// The reconnection time most recently set by `retry:`.
+    /// The reconnection time most recently set by `retry:` in a dispatched event.
     retry_ms: Option<u64>,
+    /// The `id` and `retry` values of the event being built. They take effect when it
+    /// ends (even without data, as the standard says), so an event dropped for its size
+    /// takes them with it.
+    pending_id: Option<String>,
+    pending_retry_ms: Option<u64>,
     max_line_bytes: usize,
     max_event_bytes: usize,
 }
@@ -126,6 +132,8 @@ impl SseParser {
             event_type: String::new(),
             last_event_id: String::new(),
             retry_ms: None,
+            pending_id: None,
+            pending_retry_ms: None,
             max_line_bytes,
             max_event_bytes,
         }
@@ -261,12 +269,15 @@ impl SseParser {
         }
     }
 
-    /// Drops the event being built and ignores the rest of it.
+    /// Drops the event being built, its `id` and `retry` included, and ignores the rest
+    /// of it.
     fn overflow(&mut self) {
         self.overflowed = true;
         self.skipping_event = true;
         self.data.clear();
         self.event_type.clear();
+        self.pending_id = None;
+        self.pending_retry_ms = None;
     }
 
     /// Parses one complete line, without its line break.
@@ -302,12 +313,11 @@ impl SseParser {
                 self.event_type.push_str(&String::from_utf8_lossy(value));
             }
             b"id" if !value.contains(&0) => {
-                self.last_event_id.clear();
-                self.last_event_id.push_str(&String::from_utf8_lossy(value));
+                self.pending_id = Some(String::from_utf8_lossy(value).into_owned());
             }
             b"retry" => {
                 if let Some(ms) = parse_retry(value) {
-                    self.retry_ms = Some(ms);
+                    self.pending_retry_ms = Some(ms);
                 }
             }
             _ => {}
@@ -317,6 +327,12 @@ impl SseParser {
     /// A blank line (or the end of the stream): returns the event built so far if it has
     /// data, and starts the next one.
     fn dispatch(&mut self) -> Option<SseEvent> {
+        if let Some(id) = self.pending_id.take() {
+            self.last_event_id = id;
+        }
+        if let Some(ms) = self.pending_retry_ms.take() {
+            self.retry_ms = Some(ms);
+        }
         if std::mem::take(&mut self.skipping_event) || self.data.is_empty() {
             self.data.clear();
             self.event_type.clear();
