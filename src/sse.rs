@@ -89,8 +89,11 @@ pub struct SseParser {
     /// An overflow dropped the current event; its remaining lines are ignored up to the
     /// blank line that ends it.
     skipping_event: bool,
-    /// Whether anything was ever dropped for going over a limit.
-    overflowed: bool,
+    /// How many events have been dispatched.
+    dispatched: u64,
+    /// How many had been dispatched when something was first dropped for going over a
+    /// limit; `None` while nothing was.
+    overflowed_after: Option<u64>,
     /// The standard's data buffer: each `data` value followed by `\n`.
     data: String,
     /// The standard's event type buffer.
@@ -127,7 +130,8 @@ impl SseParser {
             bom_matched: Some(0),
             discarding_line: false,
             skipping_event: false,
-            overflowed: false,
+            dispatched: 0,
+            overflowed_after: None,
             data: String::new(),
             event_type: String::new(),
             last_event_id: String::new(),
@@ -210,7 +214,16 @@ impl SseParser {
     /// this stream. The parser carries on after it; a caller that must not lose events
     /// checks this after each push and treats the stream as failed.
     pub fn overflowed(&self) -> bool {
-        self.overflowed
+        self.overflowed_after.is_some()
+    }
+
+    /// How many events this parser had dispatched when it first dropped something for
+    /// going over a limit: the events after that many came after a gap. `None` if nothing
+    /// was ever dropped. Like what is dropped, this depends only on the bytes, never on how
+    /// they were split, so a caller can tell whether the gap came before an event that
+    /// ended its stream (`[DONE]`) or after it.
+    pub fn dispatched_before_overflow(&self) -> Option<u64> {
+        self.overflowed_after
     }
 
     /// Drops a BOM (or as much of one as has arrived) from the start of the stream; bytes
@@ -272,7 +285,7 @@ impl SseParser {
     /// Drops the event being built, its `id` and `retry` included, and ignores the rest
     /// of it.
     fn overflow(&mut self) {
-        self.overflowed = true;
+        self.overflowed_after.get_or_insert(self.dispatched);
         self.skipping_event = true;
         self.data.clear();
         self.event_type.clear();
@@ -339,6 +352,7 @@ impl SseParser {
             return None;
         }
         self.data.pop(); // the `\n` after the last data line
+        self.dispatched += 1;
         Some(SseEvent {
             event: non_empty(std::mem::take(&mut self.event_type)),
             data: std::mem::take(&mut self.data),
@@ -364,7 +378,7 @@ impl fmt::Debug for SseParser {
             .field("event_type", &self.event_type)
             .field("last_event_id", &self.last_event_id)
             .field("retry_ms", &self.retry_ms)
-            .field("overflowed", &self.overflowed)
+            .field("overflowed_after", &self.overflowed_after)
             .field("max_line_bytes", &self.max_line_bytes)
             .field("max_event_bytes", &self.max_event_bytes)
             .finish_non_exhaustive()

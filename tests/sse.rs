@@ -537,6 +537,29 @@ fn what_an_overflow_drops_does_not_depend_on_the_split() {
 }
 
 #[test]
+fn the_parser_tells_how_many_events_came_before_the_first_gap() {
+    let mut parser = small_parser();
+    assert_eq!(parser.dispatched_before_overflow(), None);
+    let events = feed_into(&mut parser, [OVERFLOWING]);
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        parser.dispatched_before_overflow(),
+        Some(1),
+        "the first gap is the event after \"short\""
+    );
+    let mut parser = small_parser();
+    feed_into(
+        &mut parser,
+        [&b"data: a\n\ndata: b\n\ndata: 01234567890"[..]],
+    );
+    assert_eq!(
+        parser.dispatched_before_overflow(),
+        Some(2),
+        "a gap at the end"
+    );
+}
+
+#[test]
 fn a_dropped_event_takes_its_id_and_retry_with_it() {
     // Before the over-long line and after it, in the same event: neither counts.
     let stream = b"id: 1\nretry: 100\ndata: a\n\n\
@@ -677,6 +700,14 @@ proptest! {
         // Small limits, so overflows happen too.
         let small = || SseParser::with_limits(10, 16);
         prop_assert_eq!(split(small), feed_parts(small(), [&bytes[..]]));
+        // Where the first gap falls among the events does not depend on the split either.
+        let gap = |parts: &[&[u8]]| {
+            let mut parser = small();
+            feed_into(&mut parser, parts.iter().copied());
+            parser.dispatched_before_overflow()
+        };
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        prop_assert_eq!(gap(&parts), gap(&[&bytes[..]]));
     }
 
     #[test]
