@@ -774,11 +774,20 @@ impl TagSet {
                 }
                 NameMatch::Full => {}
             }
-            // Whitespace up to the `>`; `s[after..resume]` is known to be whitespace.
+            // Whitespace up to the `>`. `s[after..resume]` is known to be whitespace if
+            // this name was still possible there: then `s[after]` is. It may not have been:
+            // a longer name kept the tag undecided (`</thinki` for `think` and `thinking`),
+            // and then `s[after]` is that name's next letter, so the region is read again.
             let after = 2 + name.len();
             let limit = after + MAX_TAG_EXTRA + 1;
             let end = limit.min(s.len());
-            let from = resume.max(after).min(end);
+            let known_blank = s.get(after).is_some_and(u8::is_ascii_whitespace);
+            let from = if known_blank {
+                resume.max(after)
+            } else {
+                after
+            }
+            .min(end);
             let region = &s[from..end];
             match region.iter().position(|b| !b.is_ascii_whitespace()) {
                 Some(i) if region[i] == b'>' => {
