@@ -78,7 +78,7 @@ impl StreamAssembler {
         self.sse.push_into(bytes, &mut events);
         let result = events
             .drain(..)
-            .try_for_each(|event| self.take(provider, &event, now_ms, &mut delta));
+            .try_for_each(|event| self.apply(provider, &event, now_ms, &mut delta));
         self.events = events;
         result?;
         self.check_no_gap(provider)?;
@@ -90,7 +90,7 @@ impl StreamAssembler {
         let mut delta = ThinkingDelta::default();
         if !self.done {
             if let Some(event) = self.sse.finish() {
-                self.take(provider, &event, now_ms, &mut delta)?;
+                self.apply(provider, &event, now_ms, &mut delta)?;
             }
             self.check_no_gap(provider)?;
         }
@@ -106,9 +106,17 @@ impl StreamAssembler {
         self.done
     }
 
-    /// Applies the next event the SSE parser handed over, unless an event before it was
-    /// dropped.
-    fn take(
+    /// Fails if the SSE parser dropped an event and `[DONE]` has not come before it.
+    fn check_no_gap(&self, provider: &Provider) -> Result<()> {
+        if !self.done && self.sse.overflowed() {
+            return Err(lost_event(provider));
+        }
+        Ok(())
+    }
+
+    /// Applies the next event the SSE parser handed over, unless an event it dropped came
+    /// before this one.
+    fn apply(
         &mut self,
         provider: &Provider,
         event: &SseEvent,
@@ -126,31 +134,11 @@ impl StreamAssembler {
             return Err(lost_event(provider));
         }
         self.events_taken += 1;
-        self.apply(provider, event, now_ms, delta)
-    }
-
-    /// Fails if the SSE parser dropped an event and `[DONE]` has not come before it.
-    fn check_no_gap(&self, provider: &Provider) -> Result<()> {
-        if !self.done && self.sse.overflowed() {
-            return Err(lost_event(provider));
-        }
-        Ok(())
-    }
-
-    fn apply(
-        &mut self,
-        provider: &Provider,
-        event: &SseEvent,
-        now_ms: f64,
-        delta: &mut ThinkingDelta,
-    ) -> Result<()> {
-        if self.done
-            || event
-                .event
-                .as_deref()
-                .is_some_and(|e| e != "message" && e != "error")
-                && event.data.is_empty()
-        {
+        let other_type = event
+            .event
+            .as_deref()
+            .is_some_and(|e| e != "message" && e != "error");
+        if other_type && event.data.is_empty() {
             return Ok(());
         }
         let data = match parse_data(&event.data) {

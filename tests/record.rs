@@ -315,19 +315,6 @@ fn every_field_of_a_giant_answer_is_cut_to_fit_the_row() {
     }
 }
 
-// The limits together fit a D1 row, with room for the id and the numbers, checked when this
-// file compiles.
-const _: () = assert!(
-    MAX_CONTENT_BYTES
-        + MAX_THINKING_BYTES
-        + MAX_REASONING_BYTES
-        + MAX_REQUEST_BYTES
-        + MAX_INVALID_REASON_BYTES
-        + 4 * MAX_LABEL_BYTES
-        + 1_000
-        < D1_MAX_ROW_BYTES
-);
-
 #[test]
 fn one_giant_field_alone_sets_truncated() {
     let mut r = response();

@@ -3,21 +3,15 @@
 // Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod support;
+
 use llm_distiller::chat::LlmResponse;
-use llm_distiller::config::ProviderConfig;
-use llm_distiller::provider::Provider;
 use llm_distiller::sse::MAX_LINE_BYTES;
 use llm_distiller::stream::StreamAssembler;
 use llm_distiller::thinking::{StreamOptions, ThinkingExtractor};
 use llm_distiller::Error;
 use serde_json::json;
-
-fn provider() -> Provider {
-    let config: ProviderConfig =
-        serde_json::from_value(json!({ "type": "openai", "api_key": "sk-0123456789abcdef" }))
-            .unwrap();
-    Provider::from_config("p", &config, &|_| None).unwrap()
-}
+use support::openai_provider as provider;
 
 fn content_event(text: &str, finish: Option<&str>) -> String {
     let chunk = json!({ "choices": [{ "index": 0, "delta": { "content": text }, "finish_reason": finish }] });
