@@ -1,0 +1,96 @@
+//! Configuration JSON (`config.rs`): `LlmConfig::from_json`, `GenerationConfig::from_json`,
+//! and setting up each provider of a configuration that parsed.
+//!
+//! Payload: the JSON text.
+//!
+//! Checks: every failure is `Error::Config`; a configuration that parses validates, has
+//! providers with distinct non-blank names and a default among them, and each provider
+//! sets up or fails with `Error::Config`; and an API key that appears nowhere else in the
+//! text never shows in an error, in `Debug` or in the serialized configuration.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llm_distiller::config::{GenerationConfig, LlmConfig};
+use llm_distiller::provider::Provider;
+use llm_distiller::Error;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let keys = secret_keys(&text);
+    match LlmConfig::from_json(&text) {
+        Ok(config) => {
+            assert_eq!(config.validate(), Ok(()));
+            let names = config.names();
+            assert!(!names.is_empty());
+            let mut sorted = names.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(sorted.len(), names.len(), "{names:?}");
+            assert!(names.iter().all(|n| !n.trim().is_empty()));
+            let default = config.default_provider_name().expect("a default");
+            assert!(names.contains(&default));
+            for (name, provider) in &config.providers {
+                let env = |_: &str| Some("sk-from-the-environment".to_string());
+                if let Err(error) = Provider::from_config(name, provider, &env) {
+                    assert!(matches!(error, Error::Config { .. }), "{error:?}");
+                    assert_hidden(&error.to_string(), &keys);
+                }
+            }
+            assert_hidden(&format!("{config:?}"), &keys);
+            assert_hidden(&serde_json::to_string(&config).unwrap(), &keys);
+        }
+        Err(error) => {
+            assert!(matches!(error, Error::Config { .. }), "{error:?}");
+            assert_hidden(&error.to_string(), &keys);
+        }
+    }
+    match GenerationConfig::from_json(&text) {
+        Ok(config) => {
+            let _ = config.validate();
+            let _ = (config.completion_budget(), config.wants_json());
+        }
+        Err(error) => assert!(matches!(error, Error::Config { .. }), "{error:?}"),
+    }
+});
+
+/// The providers' `api_key` strings that appear nowhere else in the document (not in
+/// another value, not in a key): those must never be shown.
+fn secret_keys(text: &str) -> Vec<String> {
+    let Ok(json) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    let Some(providers) = json.get("providers").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let keys = providers
+        .values()
+        .filter_map(|p| p.get("api_key")?.as_str())
+        .map(|k| k.trim().to_string())
+        .filter(|k| k.len() >= 8);
+    let mut others = Vec::new();
+    strings(&json, &mut others);
+    keys.filter(|k| others.iter().filter(|s| s.contains(k.as_str())).count() == 1)
+        .collect()
+}
+
+/// Every string of `value`, object keys included.
+fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::String(s) => out.push(s),
+        Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
+        Value::Object(map) => {
+            for (key, v) in map {
+                out.push(key);
+                strings(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn assert_hidden(shown: &str, keys: &[String]) {
+    for key in keys {
+        assert!(!shown.contains(key.as_str()), "a key shows in {shown:?}");
+    }
+}

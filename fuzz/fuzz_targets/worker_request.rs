@@ -1,0 +1,82 @@
+//! What the Worker reads from a request before any provider is called: the bodies of
+//! `/v1/chat/completions` and `/v1/generate` (`openai_api::parse_chat_request`,
+//! `parse_generate_request`), the query of `/v1/responses` (`record::ListQuery::parse`),
+//! and the bearer token (`bearer_token`, `token_matches`).
+//!
+//! Payload: the body; the same bytes as a query string (`&`- and `=`-separated, as the
+//! Worker hands the decoded pairs over) and as an `Authorization` header. Control: the
+//! `x-llm-provider` header.
+//!
+//! Checks: a refusal is a 400 (or 413) `invalid_request_error`; a request that parses has
+//! messages, a configuration that validates, no blank provider or fallback name, and a
+//! stored form that is JSON; a listing's limit is 1 to 100 and its cursor an id; a bearer
+//! token is trimmed and non-empty; tokens match exactly when equal and not empty.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use llm_distiller::openai_api::{
+    bearer_token, parse_chat_request, parse_generate_request, token_matches, ApiError,
+};
+use llm_distiller::record::{is_id, ListQuery};
+use llm_distiller_fuzz::Input;
+use serde_json::Value;
+
+fuzz_target!(|data: &[u8]| {
+    let mut input = Input::new(data);
+    let body = input.payload;
+    let header = match input.byte() % 3 {
+        0 => None,
+        1 => Some("backup"),
+        _ => Some(" "),
+    };
+    match parse_chat_request(body, header) {
+        Ok(chat) => {
+            assert!(!chat.messages.is_empty());
+            assert_eq!(chat.config.validate(), Ok(()));
+            assert_eq!(chat.config.system_prompt, None);
+            assert!(chat.provider.iter().all(|p| !p.trim().is_empty()));
+            assert!(chat.fallback.iter().all(|p| !p.trim().is_empty()));
+            assert!(serde_json::from_str::<Value>(&chat.stored()).is_ok());
+        }
+        Err(error) => assert_refused(&error),
+    }
+    match parse_generate_request(body) {
+        Ok(generate) => {
+            assert_eq!(generate.config.validate(), Ok(()));
+            assert!(serde_json::from_str::<Value>(&generate.stored()).is_ok());
+        }
+        Err(error) => assert_refused(&error),
+    }
+
+    let text = input.text();
+    let pairs = text
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")));
+    match ListQuery::parse(pairs) {
+        Ok(query) => {
+            assert!((1..=100).contains(&query.limit), "{query:?}");
+            assert!(query.cursor.as_deref().is_none_or(is_id));
+            assert!(query.provider.as_deref().is_none_or(|p| !p.is_empty()));
+            assert!(query.model.as_deref().is_none_or(|m| !m.is_empty()));
+        }
+        Err(error) => {
+            assert_refused(&error);
+            assert!(error.param.is_some(), "{error:?}");
+        }
+    }
+
+    if let Some(token) = bearer_token(Some(&text)) {
+        assert!(!token.is_empty() && token == token.trim() && text.contains(token));
+    }
+    let (presented, expected) = text.split_once('\n').unwrap_or((&text, ""));
+    assert_eq!(
+        token_matches(presented, expected),
+        presented == expected && !expected.is_empty()
+    );
+});
+
+fn assert_refused(error: &ApiError) {
+    assert!(matches!(error.status, 400 | 413), "{error:?}");
+    assert_eq!(error.kind, "invalid_request_error", "{error:?}");
+    assert!(!error.message.is_empty());
+}
