@@ -1,23 +1,25 @@
 //! What the Worker reads from a request before any provider is called: the bodies of
 //! `/v1/chat/completions` and `/v1/generate` (`openai_api::parse_chat_request`,
 //! `parse_generate_request`), the query of `/v1/responses` (`record::ListQuery::parse`),
-//! and the bearer token (`bearer_token`, `token_matches`).
+//! the id of `/v1/responses/{id}` (`record::is_id`, `new_id`), and the bearer token
+//! (`bearer_token`, `token_matches`).
 //!
 //! Payload: the body; the same bytes as a query string (`&`- and `=`-separated, as the
-//! Worker hands the decoded pairs over) and as an `Authorization` header. Control: the
-//! `x-llm-provider` header.
+//! Worker hands the decoded pairs over), as an id and as an `Authorization` header.
+//! Control: the `x-llm-provider` header, and a time and two random numbers for an id.
 //!
 //! Checks: a refusal is a 400 (or 413) `invalid_request_error`; a request that parses has
 //! messages, a configuration that validates, no blank provider or fallback name, and a
-//! stored form that is JSON; a listing's limit is 1 to 100 and its cursor an id; a bearer
-//! token is trimmed and non-empty; tokens match exactly when equal and not empty.
+//! stored form that is JSON; a listing's limit is 1 to 100 and its cursor an id; an id is
+//! `rsp_` and 28 hex digits, and every id made is one; a bearer token is trimmed and
+//! non-empty; tokens match exactly when equal and not empty.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use llm_distiller::openai_api::{
     bearer_token, parse_chat_request, parse_generate_request, token_matches, ApiError,
 };
-use llm_distiller::record::{is_id, ListQuery};
+use llm_distiller::record::{is_id, new_id, ListQuery};
 use llm_distiller_fuzz::Input;
 use serde_json::Value;
 
@@ -64,6 +66,13 @@ fuzz_target!(|data: &[u8]| {
             assert!(error.param.is_some(), "{error:?}");
         }
     }
+
+    if is_id(&text) {
+        let hex = text.strip_prefix("rsp_").expect("the prefix");
+        assert!(hex.len() == 28 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    let made = new_id(input.f64(), input.f64(), input.f64());
+    assert!(is_id(&made), "{made}");
 
     if let Some(token) = bearer_token(Some(&text)) {
         assert!(!token.is_empty() && token == token.trim() && text.contains(token));
