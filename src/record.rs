@@ -81,10 +81,12 @@ pub struct Record {
     pub invalid_reason: Option<String>,
 }
 
-/// A time-ordered unique id: the millisecond time in hex, then 64 random bits.
+/// A time-ordered unique id: the millisecond time in 12 hex digits (a time that needs more,
+/// after the year 10889, counts as the largest they hold), then 64 random bits.
 pub fn new_id(now_ms: f64, random_a: f64, random_b: f64) -> String {
+    const MAX_MS: u64 = (1 << 48) - 1;
     let ms = if now_ms.is_finite() && now_ms > 0.0 {
-        now_ms as u64
+        (now_ms as u64).min(MAX_MS)
     } else {
         0
     };

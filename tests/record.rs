@@ -497,6 +497,9 @@ fn ids_of_odd_inputs_still_have_the_shape() {
         (f64::INFINITY, 0.5, 0.5),
         (1.7e12, f64::NAN, -3.0),
         (1.7e12, 7.0, f64::INFINITY),
+        // Beyond 12 hex digits of milliseconds (the year 10889): the largest that fit.
+        (1.8e19, 0.5, 0.5),
+        (281_474_976_710_656.0, 0.5, 0.5),
     ] {
         let id = new_id(now, a, b);
         assert!(is_id(&id), "{now} {a} {b} → {id}");
