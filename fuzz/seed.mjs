@@ -95,6 +95,11 @@ const echoes = [
   '<html>401: {"api_key": "@J"}</html>',
   'Incorrect API key @K',
 ].map((s) => Buffer.from(s));
+// Configurations with keys (fuzz_targets/config.rs checks the keys holding sk-).
+const configs = [
+  '{"providers":{"main":{"type":"openai","api_key":"sk-abcdef0123456789","model":"gpt-4o"}},"default_provider":"main"}',
+  '{"providers":{"az":{"type":"azure_openai","api_key":"sk-azure\\"key","endpoint":"https://r.openai.azure.com","deployment_name":"d"},"local":{"type":"custom","base_url":"http://127.0.0.1:9/v1","api_key":"sk-[redacted]"}}}',
+].map((s) => Buffer.from(s));
 const queries = ['limit=5&valid=true', 'cursor=rsp_018bcfe5680000000000ffffffff&provider=main&model=gpt-4o', 'Bearer sk-abc\nsk-abc']
   .map((s) => Buffer.from(s));
 
@@ -103,7 +108,7 @@ const seeds = {
   utf16_spans: [...thinking, ...tagged],
   sse: [...sseLines, ...streams],
   stream_assembler: [...streams, ...sseLines],
-  config: json,
+  config: [...json, ...configs],
   worker_request: [...json, ...queries],
   provider: [...json, ...echoes],
   headers: short,
