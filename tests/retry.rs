@@ -433,6 +433,7 @@ fn header_numbers_are_right_at_the_edges_of_the_range() {
         "1e308",
         "1e-307",
         "123456789012345678901234567890e-330",
+        "1e-122",
     ] {
         let expected: f64 = text.parse().unwrap();
         let got = parse_decimal(text).unwrap_or_else(|| panic!("{text:?} gave None"));
