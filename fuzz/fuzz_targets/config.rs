@@ -6,15 +6,19 @@
 //! Checks: every failure is `Error::Config`; a configuration that parses validates, has
 //! providers with distinct non-blank names and a default among them, and each provider
 //! sets up or fails with `Error::Config`; and an API key that appears nowhere else in the
-//! text never shows in an error, in `Debug` or in the serialized configuration. (Only
+//! text, shadowed values included, never shows in an error, in `Debug` or in the
+//! serialized configuration. (Only
 //! keys holding `sk-` are checked: that keeps them out of the errors' own wording, which a
 //! key such as `i.azure.com` would otherwise match.)
 #![no_main]
+
+use std::fmt;
 
 use libfuzzer_sys::fuzz_target;
 use llm_distiller::config::{GenerationConfig, LlmConfig};
 use llm_distiller::provider::Provider;
 use llm_distiller::Error;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -57,37 +61,86 @@ fuzz_target!(|data: &[u8]| {
 });
 
 /// The providers' `api_key` strings that hold `sk-` and appear nowhere else in the document
-/// (not in another value, not in a key): those must never be shown.
+/// (not in another value, not in a key, not in a value a later duplicate key shadows):
+/// those must never be shown.
 fn secret_keys(text: &str) -> Vec<String> {
     let Ok(json) = serde_json::from_str::<Value>(text) else {
+        return Vec::new();
+    };
+    let Ok(AllStrings(all)) = serde_json::from_str::<AllStrings>(text) else {
         return Vec::new();
     };
     let Some(providers) = json.get("providers").and_then(Value::as_object) else {
         return Vec::new();
     };
-    let keys = providers
+    providers
         .values()
         .filter_map(|p| p.get("api_key")?.as_str())
         .map(|k| k.trim().to_string())
-        .filter(|k| k.len() >= 8 && k.contains("sk-"));
-    let mut others = Vec::new();
-    strings(&json, &mut others);
-    keys.filter(|k| others.iter().filter(|s| s.contains(k.as_str())).count() == 1)
+        .filter(|k| k.len() >= 8 && k.contains("sk-"))
+        .filter(|k| all.iter().filter(|s| s.contains(k.as_str())).count() == 1)
         .collect()
 }
 
-/// Every string of `value`, object keys included.
-fn strings<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
-    match value {
-        Value::String(s) => out.push(s),
-        Value::Array(items) => items.iter().for_each(|v| strings(v, out)),
-        Value::Object(map) => {
-            for (key, v) in map {
-                out.push(key);
-                strings(v, out);
-            }
+/// Every string of a JSON document, object keys included, and values that a later
+/// duplicate key shadows in a `Value` (a typed deserializer may still read and quote them).
+struct AllStrings(Vec<String>);
+
+impl<'de> Deserialize<'de> for AllStrings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AllStringsVisitor)
+    }
+}
+
+struct AllStringsVisitor;
+
+impl<'de> Visitor<'de> for AllStringsVisitor {
+    type Value = AllStrings;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON")
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<AllStrings, E> {
+        Ok(AllStrings(vec![value.to_string()]))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<AllStrings, E> {
+        Ok(AllStrings(Vec::new()))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<AllStrings, E> {
+        Ok(AllStrings(Vec::new()))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<AllStrings, E> {
+        Ok(AllStrings(Vec::new()))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<AllStrings, E> {
+        Ok(AllStrings(Vec::new()))
+    }
+
+    fn visit_unit<E>(self) -> Result<AllStrings, E> {
+        Ok(AllStrings(Vec::new()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AllStrings, A::Error> {
+        let mut all = Vec::new();
+        while let Some(AllStrings(strings)) = seq.next_element()? {
+            all.extend(strings);
         }
-        _ => {}
+        Ok(AllStrings(all))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AllStrings, A::Error> {
+        let mut all = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            all.push(key);
+            let AllStrings(strings) = map.next_value()?;
+            all.extend(strings);
+        }
+        Ok(AllStrings(all))
     }
 }
 
