@@ -7,7 +7,6 @@
 //! environment (API keys from the environment come through an injected lookup, see
 //! [`crate::provider::Provider::from_config`]).
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -588,11 +587,12 @@ where
         ) -> std::result::Result<Self::Value, A::Error> {
             let mut out: Vec<(String, ProviderConfig)> = Vec::new();
             // The names so far, to refuse a second definition without rescanning `out` for
-            // each provider (quadratic: 40,000 providers took seconds). A B-tree rather
-            // than a hash set: serde_json's maps already bring its code into the wasm.
-            let mut names = BTreeSet::new();
+            // each provider (quadratic: 40,000 providers took seconds). In a serde_json
+            // `Map` (a B-tree) with null values: the wasm has its code already, where a set
+            // of its own would add kilobytes.
+            let mut names = Map::new();
             while let Some((name, provider)) = map.next_entry::<String, ProviderConfig>()? {
-                if !names.insert(name.clone()) {
+                if names.insert(name.clone(), Value::Null).is_some() {
                     return Err(de::Error::custom(format!(
                         "provider '{name}' is defined twice"
                     )));

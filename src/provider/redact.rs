@@ -20,8 +20,6 @@
 //! than [`MIN_KEY_BYTES`] are not redacted: they would redact ordinary words, and real keys
 //! are far longer.
 
-use std::ops::Range;
-
 /// The shortest key (trimmed) that is redacted, and the shortest key prefix that counts.
 const MIN_KEY_BYTES: usize = 8;
 
@@ -40,29 +38,36 @@ pub(super) fn redact_key(text: &str, key: &str) -> String {
         // safe to show.
         return String::new();
     };
-    let covered = merged(
-        forms
-            .iter()
-            .flat_map(|form| occurrences(text, form).map(move |at| at..at + form.len())),
-    );
-    let is_covered = |at: usize| covered.iter().any(|r| r.contains(&at));
+    // Which bytes of the text an occurrence of a form covers. (A flag a byte, rather than
+    // sorted ranges: the quoted text is short, and a sort would add kilobytes of wasm.)
+    let mut covered = vec![false; text.len()];
+    for form in &forms {
+        for at in occurrences(text, form) {
+            covered[at..at + form.len()].fill(true);
+        }
+    }
     let cut = forms
         .iter()
-        .filter_map(|form| {
-            let prefix = shortest_prefix(form);
-            occurrences(text, prefix).find(|&at| !is_covered(at))
-        })
+        .filter_map(|form| occurrences(text, shortest_prefix(form)).find(|&at| !covered[at]))
         .min();
     let end = cut.unwrap_or(text.len());
     let mut out = String::with_capacity(end + marker.len());
-    let mut shown = 0;
-    // A covered run that starts before the cut ends before it, since the cut is uncovered.
-    for run in covered.iter().take_while(|r| r.start < end) {
-        out.push_str(&text[shown..run.start]);
-        out.push_str(&marker);
-        shown = run.end;
+    // Runs of uncovered text as they are, each run of covered text as one marker. Runs
+    // start and end where occurrences do, on characters; one that starts before the cut
+    // ends by it, since the cut is uncovered.
+    let mut at = 0;
+    while at < end {
+        let run_end = covered[at..end]
+            .iter()
+            .position(|&c| c != covered[at])
+            .map_or(end, |n| at + n);
+        out.push_str(if covered[at] {
+            &marker
+        } else {
+            &text[at..run_end]
+        });
+        at = run_end;
     }
-    out.push_str(&text[shown..end]);
     if cut.is_some() {
         out.push_str(&marker);
         out.push('…');
@@ -75,11 +80,12 @@ fn forms_of(key: &str) -> Vec<String> {
     let mut forms = vec![key.to_string()];
     let quoted = serde_json::to_string(key).unwrap_or_default();
     if let Some(escaped) = quoted.get(1..quoted.len().saturating_sub(1)) {
-        forms.push(escaped.replace('/', "\\/"));
-        forms.push(escaped.to_string());
+        for form in [escaped.to_string(), escaped.replace('/', "\\/")] {
+            if !forms.contains(&form) {
+                forms.push(form);
+            }
+        }
     }
-    forms.sort();
-    forms.dedup();
     forms
 }
 
@@ -115,20 +121,6 @@ fn occurrences<'a>(text: &'a str, pattern: &'a str) -> impl Iterator<Item = usiz
     })
 }
 
-/// The ranges sorted, with overlapping and touching ones joined.
-fn merged(ranges: impl Iterator<Item = Range<usize>>) -> Vec<Range<usize>> {
-    let mut ranges: Vec<Range<usize>> = ranges.collect();
-    ranges.sort_by_key(|r| r.start);
-    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
-    for range in ranges {
-        match out.last_mut() {
-            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-            _ => out.push(range),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,9 +151,17 @@ mod tests {
     }
 
     #[test]
-    fn occurrences_overlap_and_ranges_merge() {
+    fn occurrences_overlap() {
         assert_eq!(occurrences("aaaa", "aa").collect::<Vec<_>>(), [0, 1, 2]);
         assert_eq!(occurrences("éaé", "é").collect::<Vec<_>>(), [0, 3]);
-        assert_eq!(merged([5..7, 0..2, 1..3, 3..4].into_iter()), [0..4, 5..7]);
+    }
+
+    #[test]
+    fn overlapping_and_touching_occurrences_make_one_marker() {
+        assert_eq!(redact_key("x aaaaaaaaaaaa y", "aaaaaaaa"), "x [redacted] y");
+        assert_eq!(
+            redact_key("sk-abcdefghsk-abcdefgh!", "sk-abcdefgh"),
+            "[redacted]!"
+        );
     }
 }
