@@ -118,8 +118,9 @@ pub struct ExportOptions {
     pub format: Format,
     /// `field` (the default), `inline` or `none`. No effect on `flat`.
     pub reasoning: Reasoning,
-    /// Keep, in the training formats, rows with an unclosed thinking block or cut to fit
-    /// D1's row limit (left out by default; `flat` always keeps them).
+    /// Keep, in the training formats, incomplete rows: an unclosed thinking block, an answer
+    /// stopped before its end (the token limit, a broken stream), a row cut to fit D1's row
+    /// limit (left out by default; `flat` always keeps them).
     pub include_incomplete: bool,
 }
 
@@ -226,36 +227,64 @@ pub struct StoredConfig {
 /// `include_incomplete` is set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Incomplete {
-    /// A thinking block was opened and never closed.
-    UnclosedThinking,
     /// A field was cut to fit D1's row limit.
     Truncated,
+    /// A thinking block was opened and never closed.
+    UnclosedThinking,
+    /// The answer stopped before its end: at the token limit (`finish_reason: "length"`,
+    /// often inside a thinking block, which the stored reason then does not name), or its
+    /// stream broke or was left by the client.
+    CutShort,
+}
+
+/// The finish reason of an answer stopped at its token limit.
+pub const TOKEN_LIMIT: &str = "length";
+
+/// The codes of the stored reasons of answers cut before their end, besides the token
+/// limit: the thinking never closed ([`InvalidReason::UnclosedThinking`]), the stream broke
+/// or the client left it ([`crate::record::CutShort`]).
+pub fn cut_short_codes() -> [&'static str; 3] {
+    [
+        InvalidReason::UnclosedThinking.code(),
+        "stream_error",
+        "client_disconnected",
+    ]
 }
 
 impl ExportRow {
-    /// Why the row is incomplete, if it is.
+    /// Why the row is incomplete, if it is. The queries of `GET /v1/export` apply the same
+    /// rule in SQL, from [`TOKEN_LIMIT`] and [`cut_short_codes`].
     pub fn incomplete(&self) -> Option<Incomplete> {
-        if self.truncated {
-            return Some(Incomplete::Truncated);
-        }
-        let unclosed_reason = self
+        let code = self
             .invalid_reason
             .as_deref()
-            .is_some_and(|reason| reason.split(':').next() == Some(unclosed_code()));
-        (self.thinking_unclosed || unclosed_reason).then_some(Incomplete::UnclosedThinking)
+            .and_then(|reason| reason.split_once(':'))
+            .map(|(code, _)| code);
+        if self.truncated {
+            Some(Incomplete::Truncated)
+        } else if self.thinking_unclosed || code == Some(cut_short_codes()[0]) {
+            Some(Incomplete::UnclosedThinking)
+        } else if self.finish_reason.as_deref() == Some(TOKEN_LIMIT)
+            || code.is_some_and(|code| cut_short_codes().contains(&code))
+        {
+            Some(Incomplete::CutShort)
+        } else {
+            None
+        }
     }
 
     /// The conversation the model saw, rebuilt from the stored request.
     pub fn conversation(&self) -> Result<Vec<Message>, String> {
+        // An object goes through its JSON text: one deserializer of stored requests in
+        // the binary (the Worker's rows are text already), not a second one over values.
         let request: StoredRequest = match &self.request {
-            Value::String(text) => from_json_text(text, "request").map_err(described)?,
-            Value::Object(_) => {
-                StoredRequest::deserialize(&self.request).map_err(|e| format!("request: {e}"))?
-            }
+            Value::String(text) => from_json_text(text, "request"),
+            object @ Value::Object(_) => from_json_text(&object.to_string(), "request"),
             _ => {
                 return Err("request: must be the stored request, as JSON text or an object".into())
             }
-        };
+        }
+        .map_err(described)?;
         let prompt = match (request.messages, request.prompt) {
             (Some(messages), _) => Prompt::Messages(messages),
             (None, Some(prompt)) => prompt,
@@ -301,17 +330,6 @@ fn described(error: crate::Error) -> String {
         crate::Error::Config { field, message } => format!("{field}: {message}"),
         other => other.to_string(),
     }
-}
-
-/// The code of the reason of a row whose thinking was never closed.
-fn unclosed_code() -> &'static str {
-    InvalidReason::UnclosedThinking.code()
-}
-
-/// The start of the stored `reason` of a row whose thinking was never closed, for a
-/// query that leaves such rows out (the same rule as [`ExportRow::incomplete`]).
-pub fn unclosed_reason_prefix() -> String {
-    format!("{}:", unclosed_code())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -452,6 +470,9 @@ impl fmt::Display for Skip {
             Skip::Incomplete(Incomplete::Truncated) => {
                 f.write_str("it was cut to fit D1's row limit (include_incomplete keeps it)")
             }
+            Skip::Incomplete(Incomplete::CutShort) => f.write_str(
+                "its answer stopped before its end (include_incomplete keeps it)",
+            ),
             Skip::NotInline => f.write_str(
                 "its thinking holds a closing tag, so reasoning=inline cannot write it unambiguously",
             ),

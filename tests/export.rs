@@ -14,7 +14,7 @@ use llm_distiller::export::{
     ExportRow, Format, Incomplete, Reasoning, Skip, Validity, DEFAULT_QUERY_BUDGET, PAGE_BYTES,
     PAGE_ROWS,
 };
-use llm_distiller::record::{new_id, Record, MAX_CONTENT_BYTES, MAX_THINKING_BYTES};
+use llm_distiller::record::{new_id, CutShort, Record, MAX_CONTENT_BYTES, MAX_THINKING_BYTES};
 use llm_distiller::thinking::extract_thinking;
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -209,6 +209,58 @@ fn a_row_stored_by_the_workers_own_path_exports_what_the_model_saw_and_said() {
         line_of(&row, &ExportOptions::default()),
         Err(Skip::Incomplete(Incomplete::UnclosedThinking))
     );
+}
+
+#[test]
+fn answers_cut_before_their_end_are_incomplete_as_the_worker_stores_them() {
+    let request = r#"{"messages":[{"role":"user","content":"Go on."}]}"#;
+    let partial = LlmResponse {
+        content: String::new(),
+        thinking: Some("I started".into()),
+        thinking_unclosed: true,
+        finish_reason: None,
+        ..llm_response()
+    };
+    let error = llm_distiller::Error::Connection {
+        provider: "main".into(),
+        message: "reset".into(),
+    };
+    for why in [
+        CutShort::Error(&error),
+        CutShort::NoAnswer,
+        CutShort::ClientGone,
+    ] {
+        let record = Record::cut_short(new_id(1.0, 0.0, 0.0), 1.0, request, &partial, false, why);
+        assert_eq!(
+            worker_row(&record).incomplete(),
+            Some(Incomplete::CutShort),
+            "{:?}",
+            record.invalid_reason
+        );
+    }
+    // Stopped at the token limit inside its thinking: stored for its finish reason.
+    let length = LlmResponse {
+        finish_reason: Some("length".into()),
+        ..partial.clone()
+    };
+    let record = Record::answer(new_id(1.0, 0.0, 0.0), 1.0, request, &length, false);
+    assert!(record
+        .invalid_reason
+        .as_deref()
+        .unwrap()
+        .starts_with("finish_reason:"));
+    assert_eq!(worker_row(&record).incomplete(), Some(Incomplete::CutShort));
+    // Not cut short: a failed call, a filtered answer, an empty one.
+    let failure =
+        Record::failure(new_id(1.0, 0.0, 0.0), 1.0, request, "main", "m", &error).unwrap();
+    assert_eq!(worker_row(&failure).incomplete(), None);
+    let filtered = LlmResponse {
+        finish_reason: Some("content_filter".into()),
+        thinking_unclosed: false,
+        ..partial.clone()
+    };
+    let record = Record::answer(new_id(1.0, 0.0, 0.0), 1.0, request, &filtered, false);
+    assert_eq!(worker_row(&record).incomplete(), None);
 }
 
 #[test]
@@ -590,4 +642,14 @@ fn rows_read_from_d1_or_from_javascript_read_alike() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn the_route_is_get_v1_export_behind_the_token() {
+    use llm_distiller::endpoints::Endpoint;
+    assert_eq!(Endpoint::resolve("GET", "/v1/export"), Ok(Endpoint::Export));
+    assert!(Endpoint::Export.needs_token());
+    let error = Endpoint::resolve("POST", "/v1/export").unwrap_err();
+    assert_eq!(error.status, 405);
+    assert_eq!(error.code.as_deref(), Some("method_not_allowed"));
 }
