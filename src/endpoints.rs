@@ -24,6 +24,8 @@ pub enum Endpoint {
     GetResponse(String),
     /// `GET /v1/providers`.
     Providers,
+    /// `GET /v1/export`: the stored answers as JSONL.
+    Export,
 }
 
 impl Endpoint {
@@ -39,6 +41,7 @@ impl Endpoint {
             "/v1/generate" => (Endpoint::Generate, "POST"),
             "/v1/responses" => (Endpoint::ListResponses, "GET"),
             "/v1/providers" => (Endpoint::Providers, "GET"),
+            "/v1/export" => (Endpoint::Export, "GET"),
             _ => match path.strip_prefix("/v1/responses/") {
                 Some(id) if is_id(id) => (Endpoint::GetResponse(id.to_string()), "GET"),
                 Some(id) => {

@@ -16,6 +16,7 @@
 //! `DB` binding.
 
 mod calls;
+mod export;
 mod http;
 mod limiter;
 mod responses;
@@ -57,5 +58,6 @@ async fn handle(request: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
         Endpoint::ListResponses => responses::list(request, env).await,
         Endpoint::GetResponse(id) => responses::get(&id, env).await,
         Endpoint::Providers => responses::providers(env).await,
+        Endpoint::Export => export::export(request, env).await,
     }
 }

@@ -51,7 +51,7 @@ export function wranglerEnv(logDir) {
 /**
  * `wrangler dev` of this checkout on a free port, with `config` as its `LLM_CONFIG`, as a
  * child in its own process group (workerd and the build included), its output in `logPath`.
- * Resolves with `{ url, logPath, stop }` once `/health` answers 200; `stop()` ends the
+ * Resolves with `{ url, logPath, pid, stop }` once `/health` answers 200; `stop()` ends the
  * whole group, as does this process's exit. Errors quote the log's tail through `redact`.
  * `configPath` runs another wrangler.toml than the checkout's, and `name` names the Worker:
  * for a second Worker of this build that shares the first one's Durable Objects through
@@ -86,7 +86,7 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
 
 /**
  * A server (`command args`, in `cwd`) that will listen at `url`, started as a child in its
- * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop }` once
+ * own process group, its output in `logPath`. Resolves with `{ url, logPath, pid, stop }` once
  * `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL after
  * 10 s), as does this process's exit. Errors name the server and quote the log's tail
  * through `redact`.
@@ -110,6 +110,8 @@ export async function startServerProcess({ name, command, args, cwd, env, url, r
   const server = {
     url,
     logPath,
+    /** The process group's id (the child's pid): wrangler dev, workerd and the build. */
+    pid: child.pid,
     async stop() {
       process.off('exit', onExit);
       if (exited) return;
