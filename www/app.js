@@ -331,6 +331,14 @@ function fillProviderSelect(select) {
   if (!providers.list.length) select.append(h("option", { value: "", disabled: true }, "Connect to load the providers"));
 }
 
+/** Fills a provider filter `<select>`: any provider, then each by name; keeps the choice. */
+function fillProviderFilter(select) {
+  const previous = select.value;
+  select.replaceChildren(h("option", { value: "" }, "Any provider"),
+    ...providers.list.map((p) => h("option", { value: p.name }, p.name)));
+  select.value = providers.list.some((p) => p.name === previous) ? previous : "";
+}
+
 /** The line under a provider `<select>`: type and model, and why the others are unavailable. */
 function describeProviderChoice(select, info, demoBadge) {
   const provider = providerByName(select.value);
@@ -870,10 +878,7 @@ function setUpStored() {
   });
 
   providerListeners.push(() => {
-    const previous = providerFilter.value;
-    providerFilter.replaceChildren(h("option", { value: "" }, "Any provider"),
-      ...providers.list.map((p) => h("option", { value: p.name }, p.name)));
-    providerFilter.value = providers.list.some((p) => p.name === previous) ? previous : "";
+    fillProviderFilter(providerFilter);
     const models = new Set(providers.list.map((p) => p.model));
     $("st-models").replaceChildren(...[...models].map((m) => h("option", { value: m })));
   });
@@ -1044,12 +1049,7 @@ function setUpExport() {
   const errorBox = $("ex-error");
   let controller = null;
 
-  providerListeners.push(() => {
-    const previous = providerFilter.value;
-    providerFilter.replaceChildren(h("option", { value: "" }, "Any provider"),
-      ...providers.list.map((p) => h("option", { value: p.name }, p.name)));
-    providerFilter.value = providers.list.some((p) => p.name === previous) ? previous : "";
-  });
+  providerListeners.push(() => fillProviderFilter(providerFilter));
   // The flat format has the thinking in a field of its own, whatever `reasoning` says.
   const describeFormat = () => {
     const flat = format.value === "flat";

@@ -1,14 +1,17 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
-// checkout (or any other dev server) in its own process group, headless Chromium's flags, a
-// static file server, the scripted upstream's request log, and a server-sent events parser.
+// checkout (or any other dev server) in its own process group, its local D1, the checks for
+// a test's secrets, headless Chromium's flags, a static file server, the scripted upstream's
+// request log, and a server-sent events parser.
 
-import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
@@ -35,6 +38,44 @@ export async function freePort() {
   const { port } = server.address();
   await new Promise((resolve) => server.close(resolve));
   return port;
+}
+
+/** A test's secrets (`[label, value]` pairs): `assertAbsent(text, where)` fails naming the
+ * secret found in `text`, never showing it; `redact(text)` masks them (in a log quoted by an
+ * error). */
+export function secretChecks(secrets) {
+  return {
+    assertAbsent(text, where) {
+      for (const [label, secret] of secrets) {
+        if (text.includes(secret)) assert.fail(`${label} appears in ${where}`);
+      }
+    },
+    redact: (text) => secrets.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+  };
+}
+
+const execFileP = promisify(execFile);
+
+/**
+ * The local D1 database `db` of `wrangler dev --persist-to persistDir`, through wrangler (with
+ * `env`, see `wranglerEnv`): `migrate()` applies the migrations, `execute(sql)` resolves with
+ * the rows of each statement, `executeFile(file)` runs an SQL file.
+ */
+export function localD1({ persistDir, env, db = 'llm-distiller', timeoutMs = 120_000 }) {
+  const wrangler = async (args) => {
+    const { stdout } = await execFileP(WRANGLER, ['d1', ...args, '--local', '--persist-to', persistDir], {
+      cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024,
+    });
+    return stdout;
+  };
+  return {
+    migrate: () => wrangler(['migrations', 'apply', db]),
+    async execute(sql) {
+      const stdout = await wrangler(['execute', db, '--command', sql, '--json']);
+      return JSON.parse(stdout.slice(stdout.indexOf('['))).map((statement) => statement.results);
+    },
+    executeFile: (file) => wrangler(['execute', db, '--file', file]),
+  };
 }
 
 /** The environment for wrangler: no metrics, no provider key, token or Cloudflare

@@ -21,19 +21,15 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
 
-import { ROOT, WRANGLER, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
+import { ROOT, localD1, secretChecks, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
-
-const execFileP = promisify(execFile);
 
 const STARTUP_TIMEOUT_MS = 240_000;
 const TEST_TIMEOUT_MS = 60_000;
@@ -50,11 +46,7 @@ const FORMATS = ['openai_chat', 'sharegpt', 'flat'];
 const REASONINGS = ['field', 'inline', 'none'];
 const BATCH = `batch_seeded_${RUN}`;
 
-function assertNoSecrets(text, where) {
-  for (const [label, secret] of SECRETS) {
-    if (text.includes(secret)) assert.fail(`${label} appears in ${where}`);
-  }
-}
+const { assertAbsent: assertNoSecrets, redact } = secretChecks(SECRETS);
 
 /** A row id as the Worker makes them: the millisecond in 12 hex digits, 16 random ones. */
 const rowId = (ms) => `rsp_${ms.toString(16).padStart(12, '0')}${randomBytes(8).toString('hex')}`;
@@ -186,20 +178,13 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
     return { ...res, lines };
   }
 
-  async function wrangler(args) {
-    const { stdout } = await execFileP(WRANGLER, args, { cwd: ROOT, env, timeout: 120_000, maxBuffer: 256 * 1024 * 1024 });
-    return stdout;
-  }
+  const d1 = (sql) => localD1({ persistDir, env, db: DB }).execute(sql);
 
-  async function d1(sql) {
-    const stdout = await wrangler(['d1', 'execute', DB, '--local', '--persist-to', persistDir, '--command', sql, '--json']);
-    return JSON.parse(stdout.slice(stdout.indexOf('['))).map((statement) => statement.results);
-  }
-
+  /** Runs `sql` (any length) in the local D1, from a file. */
   async function d1File(sql) {
     const file = path.join(tmp, `seed-${randomBytes(4).toString('hex')}.sql`);
     fs.writeFileSync(file, sql);
-    await wrangler(['d1', 'execute', DB, '--local', '--persist-to', persistDir, '--file', file]);
+    await localD1({ persistDir, env, db: DB }).executeFile(file);
   }
 
   /** Every stored row of both tables, oldest first, as the export reads them. */
@@ -282,11 +267,11 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
     const envFile = path.join(tmp, 'worker.env');
     const lines = [`DISTILLER_TOKEN=${TOKEN}`, ...Object.keys(PROVIDERS).map((name) => `LLM_${name.toUpperCase()}_API_KEY=${KEYS[name]}`)];
     fs.writeFileSync(envFile, `${lines.join('\n')}\n`, { mode: 0o600 });
-    await wrangler(['d1', 'migrations', 'apply', DB, '--local', '--persist-to', persistDir]);
+    await localD1({ persistDir, env, db: DB }).migrate();
     worker = await startWranglerDev({
       persistDir, envFile, config: { providers, default_provider: 'main' },
       logPath: path.join(tmp, 'worker.log'), env, startupTimeoutMs: STARTUP_TIMEOUT_MS,
-      redact: (text) => SECRETS.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+      redact,
     });
     // The npm package the build made beside the Worker (scripts/build-worker.sh).
     ({ exportRecord } = await import(pathToFileURL(path.join(ROOT, 'pkg/node.js')).href));
