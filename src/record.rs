@@ -88,17 +88,40 @@ pub struct Record {
     pub custom_id: Option<String>,
 }
 
+/// The latest millisecond time an id holds: 12 hex digits, the year 10889.
+const MAX_ID_MS: u64 = (1 << 48) - 1;
+
 /// A time-ordered unique id: the millisecond time in 12 hex digits (a time that needs more,
 /// after the year 10889, counts as the largest they hold), then 64 random bits.
 pub fn new_id(now_ms: f64, random_a: f64, random_b: f64) -> String {
-    const MAX_MS: u64 = (1 << 48) - 1;
     let ms = if now_ms.is_finite() && now_ms > 0.0 {
-        (now_ms as u64).min(MAX_MS)
+        (now_ms as u64).min(MAX_ID_MS)
     } else {
         0
     };
     let bits = |r: f64| ((r.clamp(0.0, 1.0) * 4_294_967_295.0) as u64) & 0xffff_ffff;
-    format!("rsp_{ms:012x}{:08x}{:08x}", bits(random_a), bits(random_b))
+    format!(
+        "{}{:08x}{:08x}",
+        id_prefix(ms),
+        bits(random_a),
+        bits(random_b)
+    )
+}
+
+/// What every id [`new_id`] makes at or after `ms` sorts after, and every id it makes
+/// before `ms` sorts before (ids order as their times do): a keyset bound for a time. A
+/// fractional `ms` rounds up, so that the bound covers the whole milliseconds from it on.
+pub fn id_floor(ms: f64) -> String {
+    let ms = if ms.is_finite() && ms > 0.0 {
+        (ms.ceil() as u64).min(MAX_ID_MS)
+    } else {
+        0
+    };
+    id_prefix(ms)
+}
+
+fn id_prefix(ms: u64) -> String {
+    format!("rsp_{ms:012x}")
 }
 
 /// When a call arrived, and the id its row will have.

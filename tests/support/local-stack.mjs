@@ -1,14 +1,17 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
-// checkout (or any other dev server) in its own process group, headless Chromium's flags, a
-// static file server, the scripted upstream's request log, and a server-sent events parser.
+// checkout (or any other dev server) in its own process group, its local D1, the checks for
+// a test's secrets, headless Chromium's flags, a static file server, the scripted upstream's
+// request log, and a server-sent events parser.
 
-import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
@@ -37,6 +40,44 @@ export async function freePort() {
   return port;
 }
 
+/** A test's secrets (`[label, value]` pairs): `assertAbsent(text, where)` fails naming the
+ * secret found in `text`, never showing it; `redact(text)` masks them (in a log quoted by an
+ * error). */
+export function secretChecks(secrets) {
+  return {
+    assertAbsent(text, where) {
+      for (const [label, secret] of secrets) {
+        if (text.includes(secret)) assert.fail(`${label} appears in ${where}`);
+      }
+    },
+    redact: (text) => secrets.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+  };
+}
+
+const execFileP = promisify(execFile);
+
+/**
+ * The local D1 database `db` of `wrangler dev --persist-to persistDir`, through wrangler (with
+ * `env`, see `wranglerEnv`): `migrate()` applies the migrations, `execute(sql)` resolves with
+ * the rows of each statement, `executeFile(file)` runs an SQL file.
+ */
+export function localD1({ persistDir, env, db = 'llm-distiller', timeoutMs = 120_000 }) {
+  const wrangler = async (args) => {
+    const { stdout } = await execFileP(WRANGLER, ['d1', ...args, '--local', '--persist-to', persistDir], {
+      cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024,
+    });
+    return stdout;
+  };
+  return {
+    migrate: () => wrangler(['migrations', 'apply', db]),
+    async execute(sql) {
+      const stdout = await wrangler(['execute', db, '--command', sql, '--json']);
+      return JSON.parse(stdout.slice(stdout.indexOf('['))).map((statement) => statement.results);
+    },
+    executeFile: (file) => wrangler(['execute', db, '--file', file]),
+  };
+}
+
 /** The environment for wrangler: no metrics, no provider key, token or Cloudflare
  * credential from the caller's shell (a stray OPENAI_API_KEY would make a keyless provider
  * available), its own logs in `logDir`. */
@@ -51,8 +92,9 @@ export function wranglerEnv(logDir) {
 /**
  * `wrangler dev` of this checkout on a free port, with `config` as its `LLM_CONFIG`, as a
  * child in its own process group (workerd and the build included), its output in `logPath`.
- * Resolves with `{ url, logPath, stop }` once `/health` answers 200; `stop()` ends the
- * whole group, as does this process's exit. Errors quote the log's tail through `redact`.
+ * Resolves with `{ url, logPath, pid, stop, kill }` once `/health` answers 200; `stop()`
+ * ends the whole group, as does this process's exit. Errors quote the log's tail through
+ * `redact`.
  * `configPath` runs another wrangler.toml than the checkout's, and `name` names the Worker:
  * for a second Worker of this build that shares the first one's Durable Objects through
  * wrangler's dev registry (`WRANGLER_REGISTRY_PATH` in `env` keeps a test's registry its own).
@@ -86,10 +128,10 @@ export async function startWranglerDev({ persistDir, envFile, config, logPath, e
 
 /**
  * A server (`command args`, in `cwd`) that will listen at `url`, started as a child in its
- * own process group, its output in `logPath`. Resolves with `{ url, logPath, stop, kill }`
- * once `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then SIGKILL
- * after 10 s), as does this process's exit; `kill()` kills it at once. Errors name the server and quote the log's tail
- * through `redact`.
+ * own process group, its output in `logPath`. Resolves with `{ url, logPath, pid, stop,
+ * kill }` once `url + readyPath` answers 200; `stop()` ends the whole group (SIGTERM, then
+ * SIGKILL after 10 s), as does this process's exit; `kill()` kills it at once. Errors name
+ * the server and quote the log's tail through `redact`.
  */
 export async function startServerProcess({ name, command, args, cwd, env, url, readyPath = '/', logPath, startupTimeoutMs, redact = (text) => text }) {
   const log = fs.openSync(logPath, 'w');
@@ -110,6 +152,8 @@ export async function startServerProcess({ name, command, args, cwd, env, url, r
   const server = {
     url,
     logPath,
+    /** The process group's id (the child's pid): wrangler dev, workerd and the build. */
+    pid: child.pid,
     async stop() {
       process.off('exit', onExit);
       if (exited) return;
