@@ -1,7 +1,7 @@
 //! The export's record shaping and its query: every fixture of `export_fixtures.json` in
 //! every format and reasoning mode, rows written by the Worker's own storing path, hostile
 //! and giant text, any text at all (proptest), and `GET /v1/export`'s parameters, times,
-//! keyset bounds and query budget.
+//! keyset bounds and query budget, and its statements run on SQLite with the migrations.
 // Native only: proptest; the wasm build of the same code is exercised through the npm
 // package and the Worker (tests/npm, tests/worker).
 #![cfg(not(target_arch = "wasm32"))]
@@ -9,6 +9,7 @@
 mod support;
 
 use llm_distiller::chat::LlmResponse;
+use llm_distiller::export::sql::{self, Counted};
 use llm_distiller::export::{
     export_record, parse_time, query_budget, write_line, ExportOptions, ExportPlan, ExportQuery,
     ExportRow, Format, Incomplete, Reasoning, Skip, Validity, DEFAULT_QUERY_BUDGET, PAGE_BYTES,
@@ -19,6 +20,7 @@ use llm_distiller::thinking::extract_thinking;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use support::llm_response;
+use support::sqlite::Db;
 
 const TRAINING_KEYS: [&str; 6] = [
     "openai_chat/field",
@@ -652,4 +654,225 @@ fn the_route_is_get_v1_export_behind_the_token() {
     let error = Endpoint::resolve("POST", "/v1/export").unwrap_err();
     assert_eq!(error.status, 405);
     assert_eq!(error.code.as_deref(), Some("method_not_allowed"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The statements, on SQLite with the migrations (as D1 runs them)
+
+const T0: f64 = 1_700_000_000_000.0;
+
+/// Rows of every kind the Worker stores, a second apart, in both tables: answers of two
+/// providers, some at the token limit or filtered, a failure, a stream the client left, an
+/// unclosed thinking, a row cut to fit, and a batch's lines.
+fn stored_rows() -> Vec<Record> {
+    let request = r#"{"messages":[{"role":"user","content":"2+2?"}]}"#;
+    let error = llm_distiller::Error::Connection {
+        provider: "main".into(),
+        message: "reset".into(),
+    };
+    (0..18u32)
+        .map(|i| {
+            let at = T0 + f64::from(i) * 1_000.0;
+            let id = new_id(at, 0.5, f64::from(i) / 100.0);
+            let response = LlmResponse {
+                provider: ["main", "backup"][i as usize % 2].into(),
+                finish_reason: Some(
+                    ["stop", "stop", "length", "content_filter"][i as usize % 4].into(),
+                ),
+                thinking_unclosed: i == 7,
+                content: if i == 13 {
+                    "a".repeat(MAX_CONTENT_BYTES + 1)
+                } else {
+                    format!("answer {i}")
+                },
+                ..llm_response()
+            };
+            let record = match i % 6 {
+                4 => Record::failure(id, at, request, "backup", "m", &error).unwrap(),
+                5 => Record::cut_short(id, at, request, &response, false, CutShort::ClientGone),
+                _ => Record::answer(id, at, request, &response, false),
+            };
+            if i % 3 == 0 {
+                record.for_batch("batch_a", &format!("line-{i}"))
+            } else {
+                record
+            }
+        })
+        .collect()
+}
+
+fn stored(records: &[Record]) -> Db {
+    let db = Db::new();
+    for record in records {
+        db.run(&record.insert());
+    }
+    db
+}
+
+/// What the Worker does with the statements: count, plan, then every page after the
+/// cursor. The plan and the rows of each page.
+fn read_export(db: &Db, query: &ExportQuery) -> (ExportPlan, Vec<Vec<ExportRow>>) {
+    let counted: Vec<Counted> = db.rows(&sql::count(query));
+    let (plan, snapshots) = sql::plan(query, &counted);
+    let mut page = sql::page(query, &snapshots);
+    let (mut cursor, mut read, mut pages) = (query.first_cursor(), 0, Vec::new());
+    while read < plan.rows {
+        let rows: Vec<ExportRow> = db.rows(page.after(&cursor));
+        let Some(last) = rows.last() else { break };
+        cursor = last.id.clone().unwrap();
+        read += rows.len() as u64;
+        pages.push(rows);
+    }
+    (plan, pages)
+}
+
+fn stored_bytes(record: &Record) -> u64 {
+    (record.request.len() + record.content.len() + record.thinking.as_deref().map_or(0, str::len))
+        as u64
+}
+
+#[test]
+fn the_statements_read_exactly_the_rows_the_filters_and_the_incomplete_rule_say() {
+    let records = stored_rows();
+    let db = stored(&records);
+    let since = T0 + 3_000.0;
+    let until = T0 + 13_500.0;
+    let queries: Vec<Vec<(&str, String)>> = vec![
+        vec![],
+        vec![("valid", "false".into())],
+        vec![("valid", "all".into())],
+        vec![
+            ("valid", "all".into()),
+            ("include_incomplete", "true".into()),
+        ],
+        vec![
+            ("valid", "false".into()),
+            ("include_incomplete", "true".into()),
+        ],
+        vec![("valid", "all".into()), ("provider", "backup".into())],
+        vec![
+            ("valid", "all".into()),
+            ("batch_id", "batch_a".into()),
+            ("include_incomplete", "true".into()),
+        ],
+        vec![
+            ("valid", "all".into()),
+            ("finish_reason", "content_filter".into()),
+        ],
+        vec![("valid", "all".into()), ("model", "m".into())],
+        vec![
+            ("valid", "all".into()),
+            ("since", since.to_string()),
+            ("until", until.to_string()),
+        ],
+        vec![
+            ("format", "flat".into()),
+            ("valid", "all".into()),
+            ("since", since.to_string()),
+        ],
+        vec![("provider", "nobody".into())],
+    ];
+    for pairs in queries {
+        let query = parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        // The reference: the filters in Rust, and `ExportRow::incomplete` for the rule the
+        // SQL applies to the stored columns.
+        let expected: Vec<&Record> = records
+            .iter()
+            .filter(|r| {
+                if r.is_valid() {
+                    query.valid.reads_valid()
+                } else {
+                    query.valid.reads_invalid()
+                }
+            })
+            .filter(|r| query.provider.as_ref().is_none_or(|p| *p == r.provider))
+            .filter(|r| query.model.as_ref().is_none_or(|m| *m == r.model))
+            .filter(|r| query.batch_id.is_none() || query.batch_id == r.batch_id)
+            .filter(|r| query.finish_reason.is_none() || query.finish_reason == r.finish_reason)
+            .filter(|r| query.since_ms.is_none_or(|t| r.created_at >= t))
+            .filter(|r| query.until_ms.is_none_or(|t| r.created_at < t))
+            .filter(|r| {
+                !query.options.leaves_out_incomplete() || worker_row(r).incomplete().is_none()
+            })
+            .collect();
+        let mut expected_ids: Vec<&str> = expected.iter().map(|r| r.id.as_str()).collect();
+        expected_ids.sort_unstable();
+
+        let (plan, pages) = read_export(&db, &query);
+        let ids: Vec<&str> = pages
+            .iter()
+            .flatten()
+            .map(|r| r.id.as_deref().unwrap())
+            .collect();
+        assert_eq!(ids, expected_ids, "{pairs:?}");
+        assert_eq!(plan.rows, expected.len() as u64, "{pairs:?}");
+        assert_eq!(
+            plan.bytes,
+            expected.iter().map(|r| stored_bytes(r)).sum::<u64>(),
+            "{pairs:?}"
+        );
+        // Each row reads back as the Worker stored it.
+        for row in pages.iter().flatten() {
+            let record = records
+                .iter()
+                .find(|r| row.id.as_deref() == Some(r.id.as_str()))
+                .unwrap();
+            assert_eq!(row, &worker_row(record), "{pairs:?}");
+        }
+    }
+    // The filters given shape the SQL; their values are only bound.
+    let query = parse(&[("provider", "x' OR 1=1 --"), ("valid", "all")]).unwrap();
+    assert!(!sql::count(&query).sql.contains("OR 1=1"));
+    assert_eq!(read_export(&db, &query).0.rows, 0);
+}
+
+#[test]
+fn a_page_holds_at_most_page_bytes_past_its_first_row_and_nothing_stored_after_the_count() {
+    let request = r#"{"messages":[{"role":"user","content":"Long?"}]}"#;
+    // Rows of about 1.4 MB: three make a page (the third starts under PAGE_BYTES).
+    let big = |i: u32| {
+        let response = LlmResponse {
+            content: "c".repeat(MAX_CONTENT_BYTES),
+            thinking: Some("t".repeat(MAX_THINKING_BYTES)),
+            ..llm_response()
+        };
+        let at = T0 + f64::from(i);
+        Record::answer(new_id(at, 0.0, 0.0), at, request, &response, false)
+    };
+    let records: Vec<Record> = (0..7).map(big).collect();
+    let db = stored(&records);
+    let query = parse(&[]).unwrap();
+    let counted: Vec<Counted> = db.rows(&sql::count(&query));
+    let (plan, snapshots) = sql::plan(&query, &counted);
+    assert_eq!(plan.rows, 7);
+    // Stored after the count: not part of this export.
+    db.run(&big(100).insert());
+
+    let mut page = sql::page(&query, &snapshots);
+    let mut cursor = query.first_cursor();
+    let mut sizes = Vec::new();
+    loop {
+        let rows: Vec<ExportRow> = db.rows(page.after(&cursor));
+        let Some(last) = rows.last() else { break };
+        cursor = last.id.clone().unwrap();
+        // Their stored sizes; a row stored after the count has none here.
+        let bytes: Vec<u64> = rows
+            .iter()
+            .map(|row| {
+                let id = row.id.as_deref().unwrap();
+                stored_bytes(records.iter().find(|r| r.id == id).unwrap())
+            })
+            .collect();
+        let before_last: u64 = bytes[..bytes.len() - 1].iter().sum();
+        assert!(before_last < PAGE_BYTES, "{bytes:?}");
+        sizes.push(rows.len());
+    }
+    assert_eq!(sizes, [3, 3, 1]);
+    assert!(sizes.len() as u64 <= plan.pages());
 }

@@ -1,9 +1,9 @@
 //! `GET /v1/export`: the stored answers as a JSONL download, oldest first, read from D1
 //! page by page while the client takes the lines.
 //!
-//! Which rows, how each becomes a line and how many pages they take are the core's
-//! ([`crate::export`]); this module binds the query to SQL and moves the bytes. First one
-//! query counts the matching rows and their stored bytes and notes each table's last
+//! Which rows, how each becomes a line, how many pages they take and the statements that
+//! read them are the core's ([`crate::export`], [`crate::export::sql`]); this module runs
+//! them on D1 and moves the bytes. First one query counts the matching rows and their stored bytes and notes each table's last
 //! `rowid`: the export is those rows (`x-export-rows`), whatever is stored meanwhile
 //! (SQLite gives a new row a larger rowid than every existing one, and rows are never
 //! deleted). Then each page reads the next rows by keyset (`id > ?cursor`, never OFFSET).
@@ -34,17 +34,17 @@
 use std::collections::VecDeque;
 
 use futures_util::stream;
-use serde::Deserialize;
-use wasm_bindgen::JsValue;
 use worker::{
     console_error, console_log, console_warn, D1Database, Env, Headers, Request, Response,
 };
 
 use super::http::query_pairs;
 use super::setup::{database, database_error};
+use super::store::rows;
+use crate::export::sql::{self, Counted, Page};
 use crate::export::{
-    cut_short_codes, query_budget, write_line, ExportOptions, ExportPlan, ExportQuery, ExportRow,
-    CHUNK_BYTES, PAGE_BYTES, PAGE_ROWS, READ_RETRIES, TOKEN_LIMIT,
+    query_budget, write_line, ExportOptions, ExportPlan, ExportQuery, ExportRow, CHUNK_BYTES,
+    READ_RETRIES,
 };
 use crate::openai_api::ApiError;
 use crate::retry::RetryPolicy;
@@ -53,15 +53,6 @@ use crate::wasm::WasmRuntime;
 
 /// The var that overrides [`crate::export::DEFAULT_QUERY_BUDGET`].
 const BUDGET_VAR: &str = "EXPORT_QUERY_BUDGET";
-
-/// The stored bytes of a row that a page holds: read from SQLite's record header, not by
-/// loading the text (`octet_length`, SQLite 3.43+, as D1 and local workerd have it).
-const SIZE: &str =
-    "octet_length(request) + octet_length(content) + COALESCE(octet_length(thinking), 0)";
-
-/// The columns an [`ExportRow`] reads (`invalid_reason` is added per table).
-const COLUMNS: &str = "id, created_at, provider, model, request, content, thinking, \
-     finish_reason, prompt_tokens, completion_tokens, total_tokens, truncated, batch_id, custom_id";
 
 /// Backoff between tries of a failed page read.
 const READ_RETRY: RetryPolicy = RetryPolicy {
@@ -78,8 +69,10 @@ pub async fn export(request: &Request, env: &Env) -> Result<Response, ApiError> 
     let budget = query_budget(env.var(BUDGET_VAR).ok().map(|v| v.to_string()).as_deref())
         .map_err(|e| ApiError::new(500, "server_error", "configuration_error", e))?;
     let db = database(env)?;
-    let sources = Source::of(&query);
-    let (plan, snapshots) = count(&db, &query, &sources).await.map_err(database_error)?;
+    let counted = rows::<Counted>(&db, &sql::count(&query))
+        .await
+        .map_err(database_error)?;
+    let (plan, snapshots) = sql::plan(&query, &counted);
     plan.check(budget)?;
 
     let headers = Headers::new();
@@ -92,12 +85,9 @@ pub async fn export(request: &Request, env: &Env) -> Result<Response, ApiError> 
     let _ = headers.set("x-export-rows", &plan.rows.to_string());
     let _ = headers.set("cache-control", "no-store");
 
-    let (sql, values, cursor_at) = page_statement(&query, &sources, &snapshots);
     let reading = Reading {
         db,
-        sql,
-        values,
-        cursor_at,
+        page_statement: sql::page(&query, &snapshots),
         cursor: query.first_cursor(),
         options: query.options,
         plan,
@@ -119,218 +109,10 @@ pub async fn export(request: &Request, env: &Env) -> Result<Response, ApiError> 
         .map_err(|e| ApiError::new(500, "server_error", "internal_error", e.to_string()))
 }
 
-/// A table the export reads, and what its rows say of their validity.
-struct Source {
-    table: &'static str,
-    /// The SQL of the row's `invalid_reason`.
-    reason: &'static str,
-}
-
-impl Source {
-    fn of(query: &ExportQuery) -> Vec<Source> {
-        let mut sources = Vec::new();
-        if query.valid.reads_valid() {
-            sources.push(Source {
-                table: "responses",
-                reason: "NULL",
-            });
-        }
-        if query.valid.reads_invalid() {
-            sources.push(Source {
-                table: "invalid_responses",
-                reason: "reason",
-            });
-        }
-        sources
-    }
-}
-
-/// SQL text with numbered parameters; values are only ever bound, never part of the text.
-#[derive(Default)]
-struct Parameters(Vec<JsValue>);
-
-impl Parameters {
-    /// Binds `value`; returns its placeholder.
-    fn bind(&mut self, value: JsValue) -> String {
-        self.0.push(value);
-        format!("?{}", self.0.len())
-    }
-
-    fn text(&mut self, value: &str) -> String {
-        self.bind(JsValue::from_str(value))
-    }
-}
-
-/// The conditions of the query's filters on `source`, their values bound into `p` (each
-/// once: both tables' parts reuse the placeholders). Only the filters given shape the SQL.
-struct Conditions {
-    common: Vec<String>,
-    /// The condition that leaves out rows whose stored reason says they were cut short
-    /// (only `invalid_responses` has reasons).
-    cut_short: Option<String>,
-}
-
-impl Conditions {
-    fn new(query: &ExportQuery, p: &mut Parameters) -> Conditions {
-        let mut common = Vec::new();
-        for (column, value) in [
-            ("provider", &query.provider),
-            ("model", &query.model),
-            ("batch_id", &query.batch_id),
-            ("finish_reason", &query.finish_reason),
-        ] {
-            if let Some(value) = value {
-                common.push(format!("{column} = {}", p.text(value)));
-            }
-        }
-        // Times bound the ids too (ids begin with their time): the primary key's order
-        // then starts and stops where the times do. The exact times are checked as well.
-        if let Some(since) = query.since_ms {
-            common.push(format!("created_at >= {}", p.bind(since.into())));
-        }
-        if let Some(until) = query.until_ms {
-            common.push(format!("created_at < {}", p.bind(until.into())));
-        }
-        if let Some(limit) = query.id_limit() {
-            common.push(format!("id < {}", p.text(&limit)));
-        }
-        // Incomplete rows, by the rule of `ExportRow::incomplete`.
-        let mut cut_short = None;
-        if query.options.leaves_out_incomplete() {
-            common.push("truncated = 0".to_string());
-            common.push(format!("finish_reason IS NOT {}", p.text(TOKEN_LIMIT)));
-            // Bound only when used: D1 refuses a statement with more values than
-            // placeholders.
-            if query.valid.reads_invalid() {
-                let codes: Vec<String> = cut_short_codes().iter().map(|c| p.text(c)).collect();
-                cut_short = Some(format!(
-                    "substr(reason, 1, instr(reason, ':') - 1) NOT IN ({})",
-                    codes.join(", ")
-                ));
-            }
-        }
-        Conditions { common, cut_short }
-    }
-
-    /// `WHERE …` for `source`, with `more` first.
-    fn clause(&self, source: &Source, more: &[String]) -> String {
-        let mut all: Vec<&str> = more.iter().map(String::as_str).collect();
-        all.extend(self.common.iter().map(String::as_str));
-        if source.reason != "NULL" {
-            all.extend(self.cut_short.as_deref());
-        }
-        if all.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", all.join(" AND "))
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct Counted {
-    source: String,
-    matched: u64,
-    bytes: u64,
-    last_rowid: u64,
-}
-
-/// What the export will read, and each source's last rowid at that moment.
-async fn count(
-    db: &D1Database,
-    query: &ExportQuery,
-    sources: &[Source],
-) -> worker::Result<(ExportPlan, Vec<u64>)> {
-    let mut p = Parameters::default();
-    let conditions = Conditions::new(query, &mut p);
-    let start = query
-        .since_ms
-        .map(|_| vec![format!("id > {}", p.text(&query.first_cursor()))])
-        .unwrap_or_default();
-    let parts: Vec<String> = sources
-        .iter()
-        .map(|s| {
-            format!(
-                "SELECT '{table}' AS source, COUNT(*) AS matched, COALESCE(SUM({SIZE}), 0) AS bytes, \
-                 (SELECT COALESCE(MAX(rowid), 0) FROM {table}) AS last_rowid FROM {table}{clause}",
-                table = s.table,
-                clause = conditions.clause(s, &start),
-            )
-        })
-        .collect();
-    let counted: Vec<Counted> = db
-        .prepare(parts.join(" UNION ALL "))
-        .bind(&p.0)?
-        .all()
-        .await?
-        .results()?;
-    let mut plan = ExportPlan::default();
-    let mut snapshots = Vec::new();
-    for source in sources {
-        let found = counted.iter().find(|c| c.source == source.table);
-        let (matched, bytes, last) =
-            found.map_or((0, 0, 0), |c| (c.matched, c.bytes, c.last_rowid));
-        plan.rows += matched;
-        plan.bytes += bytes;
-        snapshots.push(last);
-    }
-    Ok((plan, snapshots))
-}
-
-/// The statement of a page: the next rows after the cursor (the value at `cursor_at`),
-/// at most [`PAGE_ROWS`] of them, and no more past the first than make [`PAGE_BYTES`].
-/// Rows are picked by their ids and sizes, then read whole by id.
-fn page_statement(
-    query: &ExportQuery,
-    sources: &[Source],
-    snapshots: &[u64],
-) -> (String, Vec<JsValue>, usize) {
-    let mut p = Parameters::default();
-    let cursor = p.text("");
-    let cursor_at = 0;
-    let conditions = Conditions::new(query, &mut p);
-    let candidates: Vec<String> = sources
-        .iter()
-        .zip(snapshots)
-        .map(|(s, &last)| {
-            let bounds = [
-                format!("rowid <= {}", p.bind(JsValue::from_f64(last as f64))),
-                format!("id > {cursor}"),
-            ];
-            format!(
-                "SELECT id, {SIZE} AS size FROM {}{}",
-                s.table,
-                conditions.clause(s, &bounds)
-            )
-        })
-        .collect();
-    let rows: Vec<String> = sources
-        .iter()
-        .map(|s| {
-            format!(
-                "SELECT {COLUMNS}, {} AS invalid_reason FROM {} WHERE id IN page",
-                s.reason, s.table
-            )
-        })
-        .collect();
-    let sql = format!(
-        "WITH candidates AS ({} ORDER BY id LIMIT {PAGE_ROWS}), \
-         page AS (SELECT id FROM (SELECT id, size, SUM(size) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS upto FROM candidates) \
-         WHERE upto - size < {PAGE_BYTES}) \
-         {} ORDER BY id",
-        candidates.join(" UNION ALL "),
-        rows.join(" UNION ALL "),
-    );
-    (sql, p.0, cursor_at)
-}
-
 /// The state of an export's body between pulls.
 struct Reading {
     db: D1Database,
-    sql: String,
-    values: Vec<JsValue>,
-    /// Where the cursor's value is in `values`.
-    cursor_at: usize,
+    page_statement: Page,
     /// The last id read.
     cursor: String,
     options: ExportOptions,
@@ -389,17 +171,10 @@ impl Reading {
 
     /// Reads the page after the cursor (retrying a failure); `false` when it is empty.
     async fn next_page(&mut self) -> worker::Result<bool> {
-        self.values[self.cursor_at] = JsValue::from_str(&self.cursor);
+        let statement = self.page_statement.after(&self.cursor);
         let mut attempt = 0;
         let rows = loop {
-            let result = match self.db.prepare(self.sql.as_str()).bind(&self.values) {
-                Ok(statement) => match statement.all().await {
-                    Ok(result) => result.results::<ExportRow>(),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            };
-            match result {
+            match rows::<ExportRow>(&self.db, statement).await {
                 Ok(rows) => break rows,
                 Err(error) if self.retries_left > 0 => {
                     let Some(delay) = READ_RETRY.backoff(attempt, WasmRuntime.random()) else {

@@ -3,6 +3,9 @@
 //! microseconds, deterministically.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sqlite;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;

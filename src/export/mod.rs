@@ -1,7 +1,8 @@
 //! The stored answers as a training dataset: each stored row as one JSON line, in the
 //! OpenAI fine-tuning chat format, ShareGPT or a flat dump, with the thinking as a field,
 //! inline `<think>` text or left out; and the query of `GET /v1/export` (which rows, in
-//! which format), with the arithmetic of reading them from D1 page by page.
+//! which format), with the arithmetic of reading them from D1 page by page and its
+//! statements ([`sql`]).
 //!
 //! Pure, and the one place records are shaped: the Worker writes [`write_line`] for every
 //! row it reads (`worker/export.rs`), and the npm package's `exportRecord` calls
@@ -28,6 +29,8 @@
 //!     { "role": "assistant", "content": "<think>\n2 and 2 make 4.\n</think>\n\n4" },
 //! ] }));
 //! ```
+
+pub mod sql;
 
 use std::fmt;
 
