@@ -3,12 +3,12 @@
 //
 //   node --test tests/worker/export.test.mjs     (about 2 min with a warm build)
 //
-// Answers are written through the chat endpoint and /v1/generate; the answers of a batch
-// are seeded straight into D1 with batch_id and custom_id set, as a batch's queue consumer
-// stores them (the batch routes are being built on another branch: when they land, write
-// those rows through a real batch instead, in `seedBatch` below); rows no endpoint writes
-// on purpose (hostile text, an unclosed thinking block, a row cut to fit D1, a request that
-// is no longer JSON) are seeded too. Every export is then checked line by line against
+// Answers are written through the chat endpoint, /v1/generate and a real batch (a JSONL
+// file uploaded to /v1/files, a batch created on it and polled until it completes: the
+// Worker's queue consumer stores its answers with batch_id and custom_id, one of them
+// invalid); rows no endpoint writes on purpose (hostile text, an unclosed thinking block,
+// a row cut to fit D1, a request that is no longer JSON) are seeded straight into D1.
+// Every export is then checked line by line against
 // what D1 holds, through an independent reading of the formats (`expectedLines`), and
 // against the npm package's `exportRecord` (pkg/, built by scripts/build-worker.sh), which
 // must shape every row as the Worker does. Then 100,000 rows are seeded and exported, to
@@ -33,6 +33,8 @@ import { startUpstream } from '../upstream/server.mjs';
 
 const STARTUP_TIMEOUT_MS = 240_000;
 const TEST_TIMEOUT_MS = 60_000;
+/** A batch of three lines completes in seconds; a busy machine gets more. */
+const BATCH_TIMEOUT_MS = 90_000;
 const DB = 'llm-distiller';
 const RUN = randomBytes(4).toString('hex');
 const TOKEN = randomBytes(24).toString('base64url');
@@ -44,7 +46,6 @@ const SECRETS = [...Object.entries(KEYS).map(([name, key]) => [`the ${name} API 
 
 const FORMATS = ['openai_chat', 'sharegpt', 'flat'];
 const REASONINGS = ['field', 'inline', 'none'];
-const BATCH = `batch_seeded_${RUN}`;
 
 const { assertAbsent: assertNoSecrets, redact } = secretChecks(SECRETS);
 
@@ -139,15 +140,19 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
   let persistDir;
   let env;
   let exportRecord;
+  /** The id of the batch whose answers the export reads (written by the first test). */
+  let batchId;
 
+  /** A call of the Worker; `body` goes as JSON, or as it is when it is a `FormData`. */
   async function api(method, urlPath, { body, token = TOKEN, signal } = {}) {
     const headers = {};
     if (token !== null) headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
+    const form = body instanceof FormData;
+    if (body !== undefined && !form) headers['content-type'] = 'application/json';
     const response = await fetch(`${worker.url}${urlPath}`, {
       method,
       headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || form ? body : JSON.stringify(body),
       signal: signal ?? AbortSignal.timeout(TEST_TIMEOUT_MS),
     });
     const text = await response.text();
@@ -220,21 +225,26 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
   const base = { provider: 'seeded', model: 'seeded-model', finish_reason: 'stop', prompt_tokens: 4, completion_tokens: 6,
     total_tokens: 10, response_time_ms: 5, truncated: 0, batch_id: null, custom_id: null };
 
-  /** The answers to three lines of a batch, as its consumer stores them: one row per line,
-   * batch_id and custom_id set, one of them invalid. (To switch to real batches: upload a
-   * JSONL of these three requests to /v1/files, create the batch, wait for it to complete.) */
-  async function seedBatch(now) {
-    const valid = [1, 2].map((n) => ({
-      ...base, id: rowId(now + n), created_at: now + n, provider: 'main', model: 'model-main',
-      request: chatRequest([{ role: 'system', content: 'Batch system.' }, { role: 'user', content: `Batch line ${n} ${RUN}` }]),
-      content: `Batch answer ${n}`, thinking: `Batch thinking ${n}`, batch_id: BATCH, custom_id: `line-${n}`,
-    }));
-    const invalid = [{
-      ...base, id: rowId(now + 3), created_at: now + 3, provider: 'main', model: 'model-main',
-      request: chatRequest([{ role: 'user', content: `Batch line 3 ${RUN}` }]), content: 'Cut', thinking: null,
-      finish_reason: 'length', batch_id: BATCH, custom_id: 'line-3', reason: "finish_reason: finish_reason is 'length', not 'stop'",
-    }];
-    await d1File(insertSql('responses', valid) + insertSql('invalid_responses', invalid));
+  /** Runs `lines` (`[custom_id, body]`) as a batch, as a client does: uploads them as a
+   * JSONL batch file (POST /v1/files, multipart, purpose=batch), creates the batch (POST
+   * /v1/batches) and polls it (GET /v1/batches/{id}) until it completes. */
+  async function runBatch(lines) {
+    const jsonl = lines.map(([custom_id, body]) => JSON.stringify({ custom_id, method: 'POST', url: '/v1/chat/completions', body }));
+    const form = new FormData();
+    form.set('purpose', 'batch');
+    form.set('file', new Blob([`${jsonl.join('\n')}\n`], { type: 'application/jsonl' }), 'export-batch.jsonl');
+    const file = await api('POST', '/v1/files', { body: form });
+    assert.equal(file.status, 200, file.text);
+    const created = await api('POST', '/v1/batches', { body: { input_file_id: file.json.id, endpoint: '/v1/chat/completions', completion_window: '24h' } });
+    assert.equal(created.status, 200, created.text);
+    const deadline = Date.now() + BATCH_TIMEOUT_MS;
+    for (;;) {
+      const { json: batch } = await api('GET', `/v1/batches/${created.json.id}`);
+      if (batch.status === 'completed') return batch;
+      assert.ok(['validating', 'in_progress', 'finalizing'].includes(batch.status), `batch ${batch.id} ${batch.status}: ${JSON.stringify(batch)}`);
+      assert.ok(Date.now() < deadline, `batch ${batch.id} still ${batch.status} after ${BATCH_TIMEOUT_MS / 1000} s: ${JSON.stringify(batch.request_counts)}`);
+      await sleep(250);
+    }
   }
 
   /** Rows no endpoint writes on purpose. */
@@ -286,7 +296,7 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
   // -------------------------------------------------------------------------------------
   let written;
 
-  test('answers written through the chat endpoint and /v1/generate, a batch and hostile rows', { timeout: TEST_TIMEOUT_MS }, async () => {
+  test('answers written through the chat endpoint and /v1/generate, a batch and hostile rows', { timeout: TEST_TIMEOUT_MS + BATCH_TIMEOUT_MS }, async () => {
     const ids = [];
     const chat = async (body) => {
       const res = await api('POST', '/v1/chat/completions', { body });
@@ -319,9 +329,21 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
     ids.push(failed.json.error.message.match(/stored as (rsp_[0-9a-f]{28})/)[1]);
     for (const id of ids) await waitStored(id);
 
-    const now = Date.now();
-    await seedBatch(now);
-    await seedHostile(now);
+    // Three lines of a batch: two answered, the third by the provider that stops at its
+    // token limit, so that its row lands in invalid_responses.
+    const ask = (messages, extra = {}) => ({ model: 'gpt-4o-mini', messages, ...extra });
+    const batch = await runBatch([
+      ['line-1', ask([{ role: 'system', content: 'Batch system.' }, { role: 'user', content: `Batch line 1 ${RUN}` }])],
+      ['line-2', ask([{ role: 'system', content: 'Batch system.' }, { role: 'user', content: `Batch line 2 ${RUN}` }])],
+      ['line-3', ask([{ role: 'user', content: `Batch line 3 ${RUN}` }], { provider: 'length' })],
+    ]);
+    assert.equal(batch.request_counts.total, 3, JSON.stringify(batch));
+    batchId = batch.id;
+    const [batchRows] = await d1(`SELECT custom_id FROM responses WHERE batch_id = ${sqlText(batchId)} ` +
+      `UNION ALL SELECT custom_id FROM invalid_responses WHERE batch_id = ${sqlText(batchId)}`);
+    assert.deepEqual(batchRows.map((r) => r.custom_id).sort(), ['line-1', 'line-2', 'line-3'], 'one stored row a line');
+
+    await seedHostile(Date.now());
     written = await storedRows();
     assert.equal(written.length, ids.length + 3 + 5);
     assert.ok(ids.every((id) => written.some((row) => row.id === id)));
@@ -372,10 +394,12 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
       `<think>\nReasoning about: What is 2+2? ${RUN}\n\nThinking about: What is 2+2? ${RUN}\n</think>\n\nAnswer to: What is 2+2? ${RUN}`);
     const generated = lines.find((l) => l.messages.some((m) => m.content === `A text prompt ${RUN}`));
     assert.deepEqual(generated.messages.slice(0, 2), [{ role: 'system', content: 'Speak plainly.' }, { role: 'user', content: `A text prompt ${RUN}` }]);
-    const { lines: shared } = await exportOf({ format: 'sharegpt', batch_id: BATCH });
-    assert.deepEqual(shared[0], { conversations: [
+    // A batch's lines are answered concurrently: their rows are in the order they were.
+    const { lines: shared } = await exportOf({ format: 'sharegpt', batch_id: batchId });
+    assert.equal(shared.length, 2, 'the two valid lines of the batch');
+    assert.deepEqual(shared.find((l) => l.conversations[1].value === `Batch line 1 ${RUN}`), { conversations: [
       { from: 'system', value: 'Batch system.' }, { from: 'human', value: `Batch line 1 ${RUN}` },
-      { from: 'gpt', value: 'Batch answer 1', reasoning: 'Batch thinking 1' },
+      { from: 'gpt', value: `Answer to: Batch line 1 ${RUN}`, reasoning: `Reasoning about: Batch line 1 ${RUN}\n\nThinking about: Batch line 1 ${RUN}` },
     ] });
   });
 
@@ -388,9 +412,13 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
     assert.deepEqual(await ids({ valid: 'all' }), where(() => true));
     assert.deepEqual(await ids({ provider: 'plain' }), where((r) => valid(r) && r.provider === 'plain'));
     assert.deepEqual(await ids({ model: 'seeded-model', valid: 'all' }), where((r) => r.model === 'seeded-model'));
-    const batch = await exportOf({ format: 'flat', batch_id: BATCH, valid: 'all' });
-    assert.deepEqual(batch.lines.map((l) => [l.custom_id, l.batch_id]), [['line-1', BATCH], ['line-2', BATCH], ['line-3', BATCH]]);
-    assert.equal(batch.lines[2].invalid_reason, "finish_reason: finish_reason is 'length', not 'stop'");
+    const batch = await exportOf({ format: 'flat', batch_id: batchId, valid: 'all' });
+    assert.deepEqual(batch.lines.map((l) => l.id), where((r) => r.batch_id === batchId));
+    const byLine = Object.fromEntries(batch.lines.map((l) => [l.custom_id, l]));
+    assert.deepEqual(Object.keys(byLine).sort(), ['line-1', 'line-2', 'line-3']);
+    assert.ok(batch.lines.every((l) => l.batch_id === batchId));
+    assert.equal(byLine['line-1'].invalid_reason, undefined);
+    assert.equal(byLine['line-3'].invalid_reason, "finish_reason: finish_reason is 'length', not 'stop'");
     assert.deepEqual(await ids({ finish_reason: 'length', valid: 'all' }), where((r) => r.finish_reason === 'length'));
     // since is inclusive, until exclusive; ISO 8601 (with a zone offset) or milliseconds.
     const times = written.map((r) => r.created_at);
