@@ -1,6 +1,6 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
 // checkout (or any other dev server) in its own process group, its local D1, the checks for
-// a test's secrets, headless Chromium's flags, a static file server, the scripted upstream's
+// a test's secrets, calls of the Worker, headless Chromium's flags, a static file server, the scripted upstream's
 // request log, and a server-sent events parser.
 
 import assert from 'node:assert/strict';
@@ -51,6 +51,38 @@ export function secretChecks(secrets) {
       }
     },
     redact: (text) => secrets.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+  };
+}
+
+/**
+ * How the Node tests call the Worker at `url()`: `call(method, path, { body, headers, token,
+ * raw, signal })` sends `body` as JSON (as it is with `raw`: a string, bytes, a stream or a
+ * `FormData`) with `Authorization: Bearer <token>` (`token: null` in a call sends none),
+ * and resolves with `{ method, path, status, headers, text, json }` (`json` null when the
+ * body is not JSON) once `assertAbsent` (of `secretChecks`) has passed the answer's body and
+ * headers. A call without a `signal` gives up after `timeoutMs`.
+ */
+export function workerCalls({ url, token, assertAbsent, timeoutMs }) {
+  return async (method, urlPath, { body, headers = {}, token: presented = token, raw = false, signal } = {}) => {
+    const init = { method, headers: { ...headers }, signal: signal ?? AbortSignal.timeout(timeoutMs) };
+    if (presented !== null) init.headers.authorization = `Bearer ${presented}`;
+    if (body !== undefined) {
+      init.body = raw ? body : JSON.stringify(body);
+      if (!raw) init.headers['content-type'] = 'application/json';
+      // A body that streams needs it; a string or a form does not.
+      if (raw && typeof body !== 'string' && !(body instanceof FormData)) init.duplex = 'half';
+    }
+    const response = await fetch(`${url()}${urlPath}`, init);
+    const text = await response.text();
+    assertAbsent(text, `the body of ${method} ${urlPath}`);
+    assertAbsent(JSON.stringify([...response.headers]), `the headers of ${method} ${urlPath}`);
+    let json = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // Not JSON (a stream, JSONL, or a bug the caller's assertion shows).
+    }
+    return { method, path: urlPath, status: response.status, headers: response.headers, text, json };
   };
 }
 

@@ -28,7 +28,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 
-import { ROOT, localD1, secretChecks, startWranglerDev, wranglerEnv } from '../support/local-stack.mjs';
+import { ROOT, localD1, secretChecks, startWranglerDev, workerCalls, wranglerEnv } from '../support/local-stack.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
 const STARTUP_TIMEOUT_MS = 240_000;
@@ -143,29 +143,8 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
   /** The id of the batch whose answers the export reads (written by the first test). */
   let batchId;
 
-  /** A call of the Worker; `body` goes as JSON, or as it is when it is a `FormData`. */
-  async function api(method, urlPath, { body, token = TOKEN, signal } = {}) {
-    const headers = {};
-    if (token !== null) headers.authorization = `Bearer ${token}`;
-    const form = body instanceof FormData;
-    if (body !== undefined && !form) headers['content-type'] = 'application/json';
-    const response = await fetch(`${worker.url}${urlPath}`, {
-      method,
-      headers,
-      body: body === undefined || form ? body : JSON.stringify(body),
-      signal: signal ?? AbortSignal.timeout(TEST_TIMEOUT_MS),
-    });
-    const text = await response.text();
-    assertNoSecrets(text, `the body of ${method} ${urlPath}`);
-    assertNoSecrets(JSON.stringify([...response.headers]), `the headers of ${method} ${urlPath}`);
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      // JSONL, or a bug the caller's assertion shows.
-    }
-    return { status: response.status, headers: response.headers, text, json };
-  }
+  /** A call of the Worker; every answer is scanned for the secrets. */
+  const api = workerCalls({ url: () => worker.url, token: TOKEN, assertAbsent: assertNoSecrets, timeoutMs: TEST_TIMEOUT_MS });
 
   /** An export: its answer, and its lines parsed (each checked to be one JSON object). */
   async function exportOf(params = {}) {
@@ -233,7 +212,7 @@ describe('GET /v1/export under wrangler dev', { timeout: 900_000 }, () => {
     const form = new FormData();
     form.set('purpose', 'batch');
     form.set('file', new Blob([`${jsonl.join('\n')}\n`], { type: 'application/jsonl' }), 'export-batch.jsonl');
-    const file = await api('POST', '/v1/files', { body: form });
+    const file = await api('POST', '/v1/files', { body: form, raw: true });
     assert.equal(file.status, 200, file.text);
     const created = await api('POST', '/v1/batches', { body: { input_file_id: file.json.id, endpoint: '/v1/chat/completions', completion_window: '24h' } });
     assert.equal(created.status, 200, created.text);

@@ -20,7 +20,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import OpenAI from 'openai';
 
-import { localD1, parseSse, secretChecks, startWranglerDev, upstreamLog, wranglerEnv } from '../support/local-stack.mjs';
+import { localD1, parseSse, secretChecks, startWranglerDev, upstreamLog, workerCalls, wranglerEnv } from '../support/local-stack.mjs';
 import { assertSchema } from '../support/openai-schema.mjs';
 import { startUpstream } from '../upstream/server.mjs';
 
@@ -137,26 +137,12 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
   let persistDir;
   let env;
 
-  /** One HTTP call to the Worker; every answer is scanned for secrets. */
-  async function api(method, urlPath, { body, headers = {}, token = TOKEN, raw = false, signal } = {}) {
-    const init = { method, headers: { ...headers }, signal: signal ?? AbortSignal.timeout(TEST_TIMEOUT_MS) };
-    if (token !== null) init.headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) {
-      init.body = raw ? body : JSON.stringify(body);
-      if (!raw) init.headers['content-type'] = 'application/json';
-      if (raw && typeof body !== 'string') init.duplex = 'half';
-    }
-    const response = await fetch(`${worker.url}${urlPath}`, init);
-    const text = await response.text();
-    assertNoSecrets(text, `the body of ${method} ${urlPath}`);
-    assertNoSecrets(JSON.stringify([...response.headers]), `the headers of ${method} ${urlPath}`);
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      // Not JSON (a stream, or a bug the caller's assertion will show).
-    }
-    const res = { method, path: urlPath, status: response.status, headers: response.headers, text, json };
+  const call = workerCalls({ url: () => worker.url, token: TOKEN, assertAbsent: assertNoSecrets, timeoutMs: TEST_TIMEOUT_MS });
+
+  /** One HTTP call to the Worker; every answer is scanned for secrets and checked against
+   * OpenAI's schemas. */
+  async function api(method, urlPath, options) {
+    const res = await call(method, urlPath, options);
     assertOpenAiShapes(res);
     return res;
   }
