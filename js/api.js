@@ -5,7 +5,7 @@
 // exports is in this file, so a renamed export is a change here only.
 import * as api from "./llm_distiller.js";
 
-export const { RateLimiter } = api;
+export const { RateLimiter, exportRecord } = api;
 
 /** Providers by name, with failover, retries, rate limiting, batches and streaming (see
  * the types). */

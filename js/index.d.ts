@@ -2,7 +2,7 @@
 // and every type they use. api.d.ts is wasm-bindgen's declarations without its loader
 // (initSync, InitInput, ...): the entries load the module themselves, and the loader's
 // types name DOM types that a Node-only TypeScript project does not have.
-export { ProviderManager, CompletionStream, ThinkingStream, RateLimiter, extractThinking } from "./api.js";
+export { ProviderManager, CompletionStream, ThinkingStream, RateLimiter, extractThinking, exportRecord } from "./api.js";
 export type {
   Prompt,
   Message,
@@ -27,4 +27,16 @@ export type {
   ProviderStatus,
   ErrorCode,
   LlmDistillerError,
+  ExportRow,
+  StoredRequest,
+  StoredConfig,
+  ExportOptions,
+  Format,
+  Reasoning,
+  ExportRecord,
+  ChatRecord,
+  ShareGptRecord,
+  ShareGptTurn,
+  Speaker,
+  FlatRecord,
 } from "./api.js";

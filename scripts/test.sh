@@ -13,6 +13,7 @@ scripts/setup.sh --node --browser
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 
 step "cargo clippy (native, all targets)"
 cargo clippy --all-targets --locked -- -D warnings
@@ -24,6 +25,9 @@ cargo clippy --lib --locked --target wasm32-unknown-unknown --features worker --
 
 step "cargo test (native: unit, behaviour, property and doc tests)"
 cargo test --locked
+
+step "fuzzing: every target in fuzz/ for 20 s (nightly, cargo-fuzz)"
+scripts/fuzz.sh --smoke
 
 step "the npm package (pkg/)"
 scripts/build-pkg.sh

@@ -43,6 +43,8 @@ pub enum Endpoint {
     GetBatch(String),
     /// `POST /v1/batches/{id}/cancel`.
     CancelBatch(String),
+    /// `GET /v1/export`: the stored answers as JSONL.
+    Export,
 }
 
 impl Endpoint {
@@ -77,6 +79,7 @@ impl Endpoint {
                 (vec![("GET", Endpoint::GetResponse(rsp))], "GET")
             }
             ["v1", "providers"] => (vec![("GET", Endpoint::Providers)], "GET"),
+            ["v1", "export"] => (vec![("GET", Endpoint::Export)], "GET"),
             ["v1", "files"] => (
                 vec![("GET", Endpoint::ListFiles), ("POST", Endpoint::CreateFile)],
                 "GET, POST",

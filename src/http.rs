@@ -117,7 +117,8 @@ pub fn parse_digits(digits: &[u8]) -> Option<u64> {
 ///
 /// Exact (the correctly rounded `f64`, what `str::parse` gives) when the digits make at
 /// most 2^53 and the scale is at most 10^±22: every delay, count and limit a server sends.
-/// Within a few units in the last place beyond. `str::parse` would carry core's table of
+/// Within one unit in the last place beyond, over the whole range of `f64`, subnormals and
+/// the largest values included (see `scaled`). `str::parse` would carry core's table of
 /// 128-bit powers of five into the wasm binary, a tenth of its gzipped size.
 pub fn parse_decimal(text: &str) -> Option<f64> {
     let bytes = text.as_bytes();
@@ -170,21 +171,61 @@ pub fn parse_decimal(text: &str) -> Option<f64> {
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
-    let power = |n: i64| -> f64 {
-        let n = n.min(400);
-        if n <= 22 {
-            EXACT[n as usize]
-        } else {
-            1e22 * 10f64.powi((n - 22) as i32)
-        }
-    };
-    let m = mantissa as f64;
     let value = match scale {
         _ if mantissa == 0 => 0.0,
-        s if s < 0 => m / power(-s),
-        s => m * power(s),
+        s if mantissa <= 1 << 53 && (-22..0).contains(&s) => mantissa as f64 / EXACT[-s as usize],
+        s if mantissa <= 1 << 53 && (0..=22).contains(&s) => mantissa as f64 * EXACT[s as usize],
+        s => scaled(mantissa, s),
     };
     value.is_finite().then_some(value)
+}
+
+/// `mantissa × 10^scale` within one unit in the last place (infinity past the largest
+/// `f64`, zero below the smallest), for any mantissa and scale.
+///
+/// 10^scale is 2^scale × 5^scale, and the power of five is applied 27 at a time to a 64-bit
+/// significand, keeping the top 64 bits of each 128-bit product: by the exact 5^k (k ≤ 27
+/// fits 64 bits) upwards, by 5^-27 rounded to 64 bits downwards. Each step is off by less
+/// than 2^-63 of the value; at most 16 steps stay under 2^-59, a 64th of the `f64`'s last
+/// place, so the one rounding to an `f64` at the end lands on the correctly rounded value or
+/// next to it, and only near a halfway point.
+fn scaled(mantissa: u64, scale: i64) -> f64 {
+    /// 5^27, the largest power of five under 2^64.
+    const FIVE_TO_27: u64 = 7_450_580_596_923_828_125;
+    /// 5^-27 is `FIVE_TO_MINUS_27` × 2^-126, rounded to the nearest.
+    const FIVE_TO_MINUS_27: u64 = 0x9e74_d1b7_91e0_7e48;
+    // Past ±400 any mantissa of 20 digits gives zero or infinity.
+    let scale = scale.clamp(-400, 400);
+    // The value is `significand` × 2^`exponent` × 5^`remaining`.
+    let (mut significand, mut exponent, mut remaining) = (mantissa, scale, scale);
+    while remaining != 0 {
+        let (factor, factor_exponent, step) = match remaining {
+            27.. => (FIVE_TO_27, 0, 27),
+            1..=26 => (5u64.pow(remaining as u32), 0, remaining),
+            ..=-27 => (FIVE_TO_MINUS_27, -126, -27),
+            // 5^r = 5^(27 + r) × 5^-27: the exact part now, the rest in the next step.
+            _ => (5u64.pow((27 + remaining) as u32), 0, 27 + remaining),
+        };
+        let product = u128::from(significand) * u128::from(factor);
+        let dropped = (128 - product.leading_zeros()).saturating_sub(64);
+        significand = (product >> dropped) as u64;
+        exponent += i64::from(dropped) + factor_exponent;
+        remaining -= step;
+    }
+    // The conversion rounds to 53 bits; scaling by powers of two is then exact until the
+    // value leaves the normal range (one more rounding, into the subnormals, or to 0 or
+    // infinity).
+    let two_to = |n: i64| f64::from_bits(((n + 1023) as u64) << 52);
+    let mut value = significand as f64;
+    while exponent > 1000 {
+        value *= two_to(1000);
+        exponent -= 1000;
+    }
+    while exponent < -1000 {
+        value *= two_to(-1000);
+        exponent += 1000;
+    }
+    value * two_to(exponent)
 }
 
 #[cfg(test)]

@@ -58,6 +58,7 @@ pub mod client;
 pub mod config;
 pub mod endpoints;
 pub mod error;
+pub mod export;
 pub mod http;
 pub mod json_path;
 pub mod manager;

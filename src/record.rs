@@ -15,7 +15,8 @@ use crate::runtime::Runtime;
 use crate::sql::{placeholders, Param, Statement};
 use crate::validate::validate;
 
-/// The most bytes kept of each text field: together under D1's 2,000,000-byte row limit.
+/// The most bytes kept of each long text field: with the short ones ([`MAX_LABEL_BYTES`]),
+/// together under D1's 2,000,000-byte row limit.
 pub const MAX_CONTENT_BYTES: usize = 700_000;
 /// See [`MAX_CONTENT_BYTES`].
 pub const MAX_THINKING_BYTES: usize = 700_000;
@@ -23,6 +24,28 @@ pub const MAX_THINKING_BYTES: usize = 700_000;
 pub const MAX_REASONING_BYTES: usize = 200_000;
 /// See [`MAX_CONTENT_BYTES`].
 pub const MAX_REQUEST_BYTES: usize = 300_000;
+/// See [`MAX_CONTENT_BYTES`].
+pub const MAX_INVALID_REASON_BYTES: usize = 50_000;
+/// The most bytes kept of each short field: the provider, the model, the finish reason, the
+/// upstream's id (those three come from the upstream, which may send any size), the batch
+/// id and the line's `custom_id`.
+pub const MAX_LABEL_BYTES: usize = 1_000;
+
+/// D1's limit on one row, in bytes.
+const D1_MAX_ROW_BYTES: usize = 2_000_000;
+
+// Every text field at its limit, the id (36 bytes) and the numbers (8 bytes each) fit a row.
+const _: () = assert!(
+    MAX_CONTENT_BYTES
+        + MAX_THINKING_BYTES
+        + MAX_REASONING_BYTES
+        + MAX_REQUEST_BYTES
+        + MAX_INVALID_REASON_BYTES
+        + 6 * MAX_LABEL_BYTES
+        + 36
+        + 6 * 8
+        <= D1_MAX_ROW_BYTES
+);
 
 /// One stored answer (or failed call).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -65,15 +88,40 @@ pub struct Record {
     pub custom_id: Option<String>,
 }
 
-/// A time-ordered unique id: the millisecond time in hex, then 64 random bits.
+/// The latest millisecond time an id holds: 12 hex digits, the year 10889.
+const MAX_ID_MS: u64 = (1 << 48) - 1;
+
+/// A time-ordered unique id: the millisecond time in 12 hex digits (a time that needs more,
+/// after the year 10889, counts as the largest they hold), then 64 random bits.
 pub fn new_id(now_ms: f64, random_a: f64, random_b: f64) -> String {
     let ms = if now_ms.is_finite() && now_ms > 0.0 {
-        now_ms as u64
+        (now_ms as u64).min(MAX_ID_MS)
     } else {
         0
     };
     let bits = |r: f64| ((r.clamp(0.0, 1.0) * 4_294_967_295.0) as u64) & 0xffff_ffff;
-    format!("rsp_{ms:012x}{:08x}{:08x}", bits(random_a), bits(random_b))
+    format!(
+        "{}{:08x}{:08x}",
+        id_prefix(ms),
+        bits(random_a),
+        bits(random_b)
+    )
+}
+
+/// What every id [`new_id`] makes at or after `ms` sorts after, and every id it makes
+/// before `ms` sorts before (ids order as their times do): a keyset bound for a time. A
+/// fractional `ms` rounds up, so that the bound covers the whole milliseconds from it on.
+pub fn id_floor(ms: f64) -> String {
+    let ms = if ms.is_finite() && ms > 0.0 {
+        (ms.ceil() as u64).min(MAX_ID_MS)
+    } else {
+        0
+    };
+    id_prefix(ms)
+}
+
+fn id_prefix(ms: u64) -> String {
+    format!("rsp_{ms:012x}")
 }
 
 /// When a call arrived, and the id its row will have.
@@ -125,7 +173,7 @@ impl Record {
         why: CutShort<'_>,
     ) -> Record {
         let mut record = Record::answer(id, created_at, request, received, wants_json);
-        record.invalid_reason = Some(match why {
+        let reason = match why {
             CutShort::Error(error) => format!("stream_error: {error}"),
             CutShort::NoAnswer => {
                 "stream_error: the upstream stream ended without an answer".to_string()
@@ -133,7 +181,10 @@ impl Record {
             CutShort::ClientGone => {
                 "client_disconnected: the client closed the stream before its end".to_string()
             }
-        });
+        };
+        let mut fields = Cutter::default();
+        record.invalid_reason = Some(fields.cut(&reason, MAX_INVALID_REASON_BYTES));
+        record.truncated |= fields.truncated;
         record
     }
 
@@ -145,41 +196,44 @@ impl Record {
         response: &LlmResponse,
         wants_json: bool,
     ) -> Record {
-        let invalid_reason = validate(response, wants_json)
-            .err()
-            .map(|r| format!("{}: {r}", r.code()));
-        let mut truncated = false;
-        let mut cut = |text: &str, max: usize| {
-            let (kept, was_cut) = cut_at(text, max);
-            truncated |= was_cut;
-            kept
-        };
-        let request = cut(request, MAX_REQUEST_BYTES);
-        let content = cut(&response.content, MAX_CONTENT_BYTES);
+        let mut fields = Cutter::default();
+        let request = fields.cut(request, MAX_REQUEST_BYTES);
+        let content = fields.cut(&response.content, MAX_CONTENT_BYTES);
         let thinking = response
             .thinking
             .as_deref()
-            .map(|t| cut(t, MAX_THINKING_BYTES));
+            .map(|t| fields.cut(t, MAX_THINKING_BYTES));
         let reasoning = response
             .reasoning
             .as_deref()
-            .map(|r| cut(r, MAX_REASONING_BYTES));
+            .map(|r| fields.cut(r, MAX_REASONING_BYTES));
+        let invalid_reason = validate(response, wants_json)
+            .err()
+            .map(|r| fields.cut(&format!("{}: {r}", r.code()), MAX_INVALID_REASON_BYTES));
+        let finish_reason = response
+            .finish_reason
+            .as_deref()
+            .map(|f| fields.cut(f, MAX_LABEL_BYTES));
+        let upstream_id = response
+            .id
+            .as_deref()
+            .map(|i| fields.cut(i, MAX_LABEL_BYTES));
         Record {
             id,
             created_at,
-            provider: response.provider.clone(),
-            model: response.model.clone(),
+            provider: fields.cut(&response.provider, MAX_LABEL_BYTES),
+            model: fields.cut(&response.model, MAX_LABEL_BYTES),
             request,
             content,
             thinking,
             reasoning,
-            finish_reason: response.finish_reason.clone(),
+            finish_reason,
             prompt_tokens: response.usage.map(|u| u.prompt_tokens),
             completion_tokens: response.usage.map(|u| u.completion_tokens),
             total_tokens: response.usage.map(|u| u.total_tokens),
             response_time_ms: response.response_time_ms,
-            upstream_id: response.id.clone(),
-            truncated,
+            upstream_id,
+            truncated: fields.truncated,
             invalid_reason,
             batch_id: None,
             custom_id: None,
@@ -201,12 +255,19 @@ impl Record {
         if matches!(error, Error::Config { .. }) {
             return None;
         }
-        let (request, truncated) = cut_at(request, MAX_REQUEST_BYTES);
+        let mut fields = Cutter::default();
+        let request = fields.cut(request, MAX_REQUEST_BYTES);
+        let provider = fields.cut(error.provider().unwrap_or(provider), MAX_LABEL_BYTES);
+        let model = fields.cut(model, MAX_LABEL_BYTES);
+        let reason = fields.cut(
+            &format!("upstream_error: {error}"),
+            MAX_INVALID_REASON_BYTES,
+        );
         Some(Record {
             id,
             created_at,
-            provider: error.provider().unwrap_or(provider).to_string(),
-            model: model.to_string(),
+            provider,
+            model,
             request,
             content: String::new(),
             thinking: None,
@@ -217,8 +278,8 @@ impl Record {
             total_tokens: None,
             response_time_ms: 0.0,
             upstream_id: None,
-            truncated,
-            invalid_reason: Some(format!("upstream_error: {error}")),
+            truncated: fields.truncated,
+            invalid_reason: Some(reason),
             batch_id: None,
             custom_id: None,
         })
@@ -226,8 +287,10 @@ impl Record {
 
     /// The same row, as the answer to line `custom_id` of batch `batch_id`.
     pub fn for_batch(mut self, batch_id: &str, custom_id: &str) -> Record {
-        self.batch_id = Some(batch_id.to_string());
-        self.custom_id = Some(custom_id.to_string());
+        let mut fields = Cutter::default();
+        self.batch_id = Some(fields.cut(batch_id, MAX_LABEL_BYTES));
+        self.custom_id = Some(fields.cut(custom_id, MAX_LABEL_BYTES));
+        self.truncated |= fields.truncated;
         self
     }
 
@@ -318,16 +381,25 @@ impl Record {
     }
 }
 
-/// `text` cut to at most `max` bytes at a character boundary, and whether it was cut.
-fn cut_at(text: &str, max: usize) -> (String, bool) {
-    if text.len() <= max {
-        return (text.to_string(), false);
+/// Cuts a row's text fields to their limits, and remembers whether it cut any.
+#[derive(Default)]
+struct Cutter {
+    truncated: bool,
+}
+
+impl Cutter {
+    /// `text` cut to at most `max` bytes at a character boundary.
+    fn cut(&mut self, text: &str, max: usize) -> String {
+        if text.len() <= max {
+            return text.to_string();
+        }
+        self.truncated = true;
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text[..end].to_string()
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    (text[..end].to_string(), true)
 }
 
 /// A listing of stored responses: `GET /v1/responses?limit&cursor&provider&model&valid`.

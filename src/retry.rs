@@ -232,7 +232,7 @@ fn parse_digits(text: &str, lengths: std::ops::RangeInclusive<usize>) -> Option<
 }
 
 /// The number of days of `month` (1–12) in `year` of the proleptic Gregorian calendar.
-fn days_in_month(year: u32, month: u32) -> u32 {
+pub(crate) fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         4 | 6 | 9 | 11 => 30,
         2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
@@ -244,7 +244,7 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 /// Days since 1970-01-01 of a proleptic Gregorian date (`month` 1–12, `day` 1–31); Howard
 /// Hinnant's `days_from_civil`, which counts in 400-year eras starting in March so that the
 /// leap day falls at the end of a year.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
     let year_of_era = year.rem_euclid(400);

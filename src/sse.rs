@@ -89,16 +89,25 @@ pub struct SseParser {
     /// An overflow dropped the current event; its remaining lines are ignored up to the
     /// blank line that ends it.
     skipping_event: bool,
-    /// Whether anything was ever dropped for going over a limit.
-    overflowed: bool,
+    /// How many events have been dispatched.
+    dispatched: u64,
+    /// How many had been dispatched when something was first dropped for going over a
+    /// limit; `None` while nothing was.
+    overflowed_after: Option<u64>,
     /// The standard's data buffer: each `data` value followed by `\n`.
     data: String,
     /// The standard's event type buffer.
     event_type: String,
-    /// The standard's last event ID buffer; it is not reset between events.
+    /// The standard's last event ID buffer as the events dispatched so far left it; it is
+    /// not reset between events.
     last_event_id: String,
-    /// The reconnection time most recently set by `retry:`.
+    /// The reconnection time most recently set by `retry:` in a dispatched event.
     retry_ms: Option<u64>,
+    /// The `id` and `retry` values of the event being built. They take effect when it
+    /// ends (even without data, as the standard says), so an event dropped for its size
+    /// takes them with it.
+    pending_id: Option<String>,
+    pending_retry_ms: Option<u64>,
     max_line_bytes: usize,
     max_event_bytes: usize,
 }
@@ -121,11 +130,14 @@ impl SseParser {
             bom_matched: Some(0),
             discarding_line: false,
             skipping_event: false,
-            overflowed: false,
+            dispatched: 0,
+            overflowed_after: None,
             data: String::new(),
             event_type: String::new(),
             last_event_id: String::new(),
             retry_ms: None,
+            pending_id: None,
+            pending_retry_ms: None,
             max_line_bytes,
             max_event_bytes,
         }
@@ -202,7 +214,16 @@ impl SseParser {
     /// this stream. The parser carries on after it; a caller that must not lose events
     /// checks this after each push and treats the stream as failed.
     pub fn overflowed(&self) -> bool {
-        self.overflowed
+        self.overflowed_after.is_some()
+    }
+
+    /// How many events this parser had dispatched when it first dropped something for
+    /// going over a limit: the events after that many came after a gap. `None` if nothing
+    /// was ever dropped. Like what is dropped, this depends only on the bytes, never on how
+    /// they were split, so a caller can tell whether the gap came before an event that
+    /// ended its stream (`[DONE]`) or after it.
+    pub fn dispatched_before_overflow(&self) -> Option<u64> {
+        self.overflowed_after
     }
 
     /// Drops a BOM (or as much of one as has arrived) from the start of the stream; bytes
@@ -261,12 +282,15 @@ impl SseParser {
         }
     }
 
-    /// Drops the event being built and ignores the rest of it.
+    /// Drops the event being built, its `id` and `retry` included, and ignores the rest
+    /// of it.
     fn overflow(&mut self) {
-        self.overflowed = true;
+        self.overflowed_after.get_or_insert(self.dispatched);
         self.skipping_event = true;
         self.data.clear();
         self.event_type.clear();
+        self.pending_id = None;
+        self.pending_retry_ms = None;
     }
 
     /// Parses one complete line, without its line break.
@@ -302,12 +326,11 @@ impl SseParser {
                 self.event_type.push_str(&String::from_utf8_lossy(value));
             }
             b"id" if !value.contains(&0) => {
-                self.last_event_id.clear();
-                self.last_event_id.push_str(&String::from_utf8_lossy(value));
+                self.pending_id = Some(String::from_utf8_lossy(value).into_owned());
             }
             b"retry" => {
                 if let Some(ms) = parse_retry(value) {
-                    self.retry_ms = Some(ms);
+                    self.pending_retry_ms = Some(ms);
                 }
             }
             _ => {}
@@ -317,12 +340,19 @@ impl SseParser {
     /// A blank line (or the end of the stream): returns the event built so far if it has
     /// data, and starts the next one.
     fn dispatch(&mut self) -> Option<SseEvent> {
+        if let Some(id) = self.pending_id.take() {
+            self.last_event_id = id;
+        }
+        if let Some(ms) = self.pending_retry_ms.take() {
+            self.retry_ms = Some(ms);
+        }
         if std::mem::take(&mut self.skipping_event) || self.data.is_empty() {
             self.data.clear();
             self.event_type.clear();
             return None;
         }
         self.data.pop(); // the `\n` after the last data line
+        self.dispatched += 1;
         Some(SseEvent {
             event: non_empty(std::mem::take(&mut self.event_type)),
             data: std::mem::take(&mut self.data),
@@ -348,7 +378,7 @@ impl fmt::Debug for SseParser {
             .field("event_type", &self.event_type)
             .field("last_event_id", &self.last_event_id)
             .field("retry_ms", &self.retry_ms)
-            .field("overflowed", &self.overflowed)
+            .field("overflowed_after", &self.overflowed_after)
             .field("max_line_bytes", &self.max_line_bytes)
             .field("max_event_bytes", &self.max_event_bytes)
             .finish_non_exhaustive()

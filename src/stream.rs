@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::chat::{LlmResponse, Usage};
 use crate::error::{Error, Result};
 use crate::provider::Provider;
-use crate::sse::{parse_data, ChunkPayload, SseEvent, SseParser};
+use crate::sse::{parse_data, ChunkPayload, SseEvent, SseParser, MAX_EVENT_BYTES, MAX_LINE_BYTES};
 use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
 
 /// The most a streamed answer may hold, in bytes, before the stream is refused.
@@ -23,6 +23,9 @@ pub struct StreamAssembler {
     events: Vec<SseEvent>,
     thinking: ThinkingStream,
     answer: Answer,
+    /// How many events the SSE parser has handed over, to tell whether an event it dropped
+    /// for its size came before the next one.
+    events_taken: u64,
     done: bool,
 }
 
@@ -49,12 +52,18 @@ impl StreamAssembler {
             events: Vec::new(),
             thinking: extractor.stream(options),
             answer: Answer::default(),
+            events_taken: 0,
             done: false,
         }
     }
 
     /// Feeds body bytes; returns what became certain. After `[DONE]` further bytes are
     /// ignored.
+    ///
+    /// An event the SSE parser dropped for its size (see [`crate::sse`]) before `[DONE]`
+    /// fails the stream with [`Error::InvalidResponse`], in this push or a later one, or in
+    /// [`Self::finish`]: the answer has a gap, so it is never assembled as complete, and
+    /// what came after the gap is not kept.
     pub fn push(
         &mut self,
         provider: &Provider,
@@ -65,9 +74,6 @@ impl StreamAssembler {
         if self.done {
             return Ok(delta);
         }
-        if self.sse.overflowed() {
-            return Err(invalid(provider, "a server-sent event line is too long"));
-        }
         let mut events = std::mem::take(&mut self.events);
         self.sse.push_into(bytes, &mut events);
         let result = events
@@ -75,6 +81,7 @@ impl StreamAssembler {
             .try_for_each(|event| self.apply(provider, &event, now_ms, &mut delta));
         self.events = events;
         result?;
+        self.check_no_gap(provider)?;
         Ok(delta)
     }
 
@@ -85,6 +92,7 @@ impl StreamAssembler {
             if let Some(event) = self.sse.finish() {
                 self.apply(provider, &event, now_ms, &mut delta)?;
             }
+            self.check_no_gap(provider)?;
         }
         let last = self.thinking.finish();
         self.record(&last);
@@ -98,6 +106,16 @@ impl StreamAssembler {
         self.done
     }
 
+    /// Fails if the SSE parser dropped an event and `[DONE]` has not come before it.
+    fn check_no_gap(&self, provider: &Provider) -> Result<()> {
+        if !self.done && self.sse.overflowed() {
+            return Err(lost_event(provider));
+        }
+        Ok(())
+    }
+
+    /// Applies the next event the SSE parser handed over, unless an event it dropped came
+    /// before this one.
     fn apply(
         &mut self,
         provider: &Provider,
@@ -105,13 +123,22 @@ impl StreamAssembler {
         now_ms: f64,
         delta: &mut ThinkingDelta,
     ) -> Result<()> {
-        if self.done
-            || event
-                .event
-                .as_deref()
-                .is_some_and(|e| e != "message" && e != "error")
-                && event.data.is_empty()
-        {
+        if self.done {
+            return Ok(());
+        }
+        let gap_before = self
+            .sse
+            .dispatched_before_overflow()
+            .is_some_and(|n| n <= self.events_taken);
+        if gap_before {
+            return Err(lost_event(provider));
+        }
+        self.events_taken += 1;
+        let other_type = event
+            .event
+            .as_deref()
+            .is_some_and(|e| e != "message" && e != "error");
+        if other_type && event.data.is_empty() {
             return Ok(());
         }
         let data = match parse_data(&event.data) {
@@ -220,6 +247,16 @@ impl Answer {
             raw_response: Some(raw),
         }
     }
+}
+
+fn lost_event(provider: &Provider) -> Error {
+    let message = format!(
+        "a server-sent event went over the size limit ({} MiB a line, {} MiB an event) and \
+         was dropped, so the answer has a gap",
+        MAX_LINE_BYTES >> 20,
+        MAX_EVENT_BYTES >> 20
+    );
+    invalid(provider, &message)
 }
 
 fn invalid(provider: &Provider, message: &str) -> Error {

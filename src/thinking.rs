@@ -307,6 +307,56 @@ fn default_extractor() -> &'static ThinkingExtractor {
     })
 }
 
+/// Turns byte offsets into a text (those of [`Spans`]) into UTF-16 code-unit offsets,
+/// JavaScript's string indices, in one pass over the text when they are asked in ascending
+/// order.
+///
+/// Any offset gives an answer, never a panic: one inside a character counts that character
+/// whole (the offset after it), one past the end counts the whole text, and one lower than
+/// the offset asked before is counted again from the start.
+#[derive(Debug, Clone)]
+pub struct Utf16Cursor<'a> {
+    text: &'a [u8],
+    byte: usize,
+    units: usize,
+}
+
+impl<'a> Utf16Cursor<'a> {
+    /// A cursor at the start of `text`.
+    pub fn new(text: &'a str) -> Self {
+        Self {
+            text: text.as_bytes(),
+            byte: 0,
+            units: 0,
+        }
+    }
+
+    /// The UTF-16 offset of byte offset `byte`.
+    pub fn units_at(&mut self, byte: usize) -> usize {
+        let byte = byte.min(self.text.len());
+        if byte < self.byte {
+            (self.byte, self.units) = (0, 0);
+        }
+        // Every byte but a continuation byte (0b10xx_xxxx) starts a character: one unit,
+        // and a second from U+10000 on (a four-byte lead, 0b1111_0xxx). Eight bytes at a
+        // time: bit 7 of each byte of `continuation` and `four_byte` says which it is.
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let bytes = &self.text[self.byte..byte];
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            let continuation = x & !(x << 1) & HIGH;
+            let four_byte = x & (x << 1) & (x << 2) & (x << 3) & HIGH;
+            self.units += 8 - continuation.count_ones() as usize + four_byte.count_ones() as usize;
+        }
+        for &b in words.remainder() {
+            self.units += usize::from(b & 0xC0 != 0x80) + usize::from(b >= 0xF0);
+        }
+        self.byte = byte;
+        self.units
+    }
+}
+
 /// Appends a trimmed piece of thinking, after a separator if something precedes it; an
 /// empty or whitespace-only piece adds nothing.
 fn append_piece(thinking: &mut String, piece: &str) {
@@ -726,11 +776,20 @@ impl TagSet {
                 }
                 NameMatch::Full => {}
             }
-            // Whitespace up to the `>`; `s[after..resume]` is known to be whitespace.
+            // Whitespace up to the `>`. `s[after..resume]` is known to be whitespace if
+            // this name was still possible there: then `s[after]` is. It may not have been:
+            // a longer name kept the tag undecided (`</thinki` for `think` and `thinking`),
+            // and then `s[after]` is that name's next letter, so the region is read again.
             let after = 2 + name.len();
             let limit = after + MAX_TAG_EXTRA + 1;
             let end = limit.min(s.len());
-            let from = resume.max(after).min(end);
+            let known_blank = s.get(after).is_some_and(u8::is_ascii_whitespace);
+            let from = if known_blank {
+                resume.max(after)
+            } else {
+                after
+            }
+            .min(end);
             let region = &s[from..end];
             match region.iter().position(|b| !b.is_ascii_whitespace()) {
                 Some(i) if region[i] == b'>' => {

@@ -144,6 +144,24 @@ fn the_default_provider_is_named_else_marked_else_first() {
 }
 
 #[test]
+fn a_provider_defined_twice_is_refused_by_name() {
+    let text = r#"{"providers":{"a":{"type":"openai"},"b":{"type":"openai"},"c":{"type":"openai"},"b":{"type":"custom"}}}"#;
+    let error = LlmConfig::from_json(text).unwrap_err();
+    assert_eq!(
+        error.to_string().matches("'b' is defined twice").count(),
+        1,
+        "{error}"
+    );
+    // Names that differ only in case, or in spaces, are different names.
+    let text =
+        r#"{"providers":{"a":{"type":"openai"},"A":{"type":"openai"},"a ":{"type":"openai"}}}"#;
+    assert_eq!(
+        LlmConfig::from_json(text).unwrap().names(),
+        vec!["a", "A", "a "]
+    );
+}
+
+#[test]
 fn invalid_configurations_name_the_field_and_the_problem() {
     let cases = [
         (r#"{"providers":{}}"#, "providers"),

@@ -4,20 +4,15 @@
 // Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
 #![cfg(not(target_arch = "wasm32"))]
 
-use llm_distiller::config::{GenerationConfig, LlmConfig, ProviderConfig};
+mod support;
+
+use llm_distiller::config::{GenerationConfig, LlmConfig};
 use llm_distiller::http::Headers;
-use llm_distiller::provider::Provider;
 use llm_distiller::stream::StreamAssembler;
 use llm_distiller::thinking::{StreamOptions, ThinkingExtractor};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-
-fn provider() -> Provider {
-    let config: ProviderConfig =
-        serde_json::from_value(json!({ "type": "openai", "api_key": "sk-0123456789abcdef" }))
-            .unwrap();
-    Provider::from_config("p", &config, &|_| None).unwrap()
-}
+use support::openai_provider as provider;
 
 /// JSON values of any shape, biased towards the keys a chat completion has.
 fn json_value() -> impl Strategy<Value = Value> {

@@ -8,6 +8,7 @@ use llm_distiller::http::Headers;
 use llm_distiller::provider::Provider;
 use llm_distiller::validate::{validate, InvalidReason};
 use llm_distiller::{Error, GenerationConfig, LlmResponse, Message, Prompt};
+use proptest::prelude::*;
 use serde_json::json;
 
 fn provider(json: serde_json::Value) -> Provider {
@@ -259,6 +260,110 @@ fn the_key_is_redacted_from_quoted_text_even_when_cut() {
     let text = format!("{}sk-abcdefghijklmnop", "y".repeat(490));
     let shown = p.redact(&text);
     assert!(!shown.contains("sk-abcdefgh"), "{shown}");
+}
+
+/// A custom provider with `key`.
+fn keyed(key: &str) -> Provider {
+    provider(json!({ "type": "custom", "base_url": "http://127.0.0.1:9/v1", "api_key": key }))
+}
+
+/// `key` as a JSON string's content (what `JSON.stringify` and serde_json write).
+fn json_escaped(key: &str) -> String {
+    let quoted = serde_json::to_string(key).unwrap();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+#[test]
+fn a_key_echoed_json_escaped_is_redacted_too() {
+    let key = r#"sk-ab"cd\ef0123456789"#;
+    let escaped = json_escaped(key);
+    assert_eq!(escaped, r#"sk-ab\"cd\\ef0123456789"#);
+    let p = keyed(key);
+    // A body that is not JSON, echoing the request's JSON; and an error message that is
+    // an object, quoted as JSON text.
+    let page = format!(r#"<html>bad request: {{"api_key": "{escaped}"}}</html>"#);
+    let object = json!({ "error": { "message": { "detail": format!("bad key {key}") } } });
+    for body in [page, object.to_string()] {
+        let error = p
+            .parse_response(401, &Headers::new(), body.as_bytes(), NOW)
+            .unwrap_err();
+        let shown = error.to_string();
+        assert!(!shown.contains(key), "{shown}");
+        assert!(!shown.contains(&escaped), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+}
+
+#[test]
+fn the_marker_cannot_rebuild_the_key() {
+    // The key's first byte is the marker's last: replacing one occurrence must not make
+    // another out of the marker and the text after it.
+    let p = keyed("]AAAAAAA");
+    for text in ["]AAAAAAAAAAAAAA", "x]AAAAAAA]AAAAAAAy", "[redacted]AAAAAAA"] {
+        let shown = p.redact(text);
+        assert!(!shown.contains("]AAAAAAA"), "{text:?} -> {shown:?}");
+    }
+    // A key that is the marker's own word.
+    let p = keyed("redacted");
+    let shown = p.redact("the key redacted was refused");
+    assert!(!shown.contains("redacted"), "{shown:?}");
+}
+
+/// The first `n` bytes of `text` or a little more, to end on a character.
+fn prefix_of(text: &str, n: usize) -> &str {
+    let end = (n..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    &text[..end]
+}
+
+/// Keys made of characters that meet in escapes, brackets and the marker's word.
+fn awkward_key() -> impl Strategy<Value = String> {
+    let char = prop::sample::select(vec![
+        'a', 'c', 'd', 'e', 'r', 't', 'A', '0', '-', '"', '\\', '/', '[', ']', '*', '#', '~', '…',
+        'é', '▀', ' ',
+    ]);
+    prop::collection::vec(char, 8..20)
+        .prop_map(|chars| chars.into_iter().collect::<String>())
+        .prop_filter("at least 8 bytes once trimmed", |k| k.trim().len() >= 8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever the key and the text around it, neither the key nor its JSON escaping, nor
+    /// the first 8 bytes of either, is left; and text with no trace of the key is kept as
+    /// it is.
+    #[test]
+    fn no_trace_of_any_key_survives_redaction(
+        key in awkward_key(),
+        pieces in prop::collection::vec((0usize..7, 0usize..30, "[\\[\\]a-e*#~ \\\\\"…]{0,4}"), 0..8),
+    ) {
+        let p = keyed(&key);
+        let key = key.trim();
+        let escaped = json_escaped(key);
+        let mut text = String::new();
+        for (kind, n, other) in &pieces {
+            match kind {
+                0 => text.push_str(key),
+                1 => text.push_str(&escaped),
+                2 => text.push_str(prefix_of(key, *n)),
+                3 => text.push_str(prefix_of(&escaped, *n)),
+                4 => text.push_str("[redacted]"),
+                5 => text.push_str(&"y".repeat(n * 20)),
+                _ => text.push_str(other),
+            }
+        }
+        let shown = p.redact(&text);
+        for form in [key, escaped.as_str()] {
+            let start = prefix_of(form, 8);
+            prop_assert!(!shown.contains(start), "{:?} in {:?} from {:?}", start, shown, text);
+        }
+        let traces = [key, escaped.as_str()].map(|f| prefix_of(f, 8));
+        if text.chars().count() <= 500 && !traces.iter().any(|t| text.contains(t)) {
+            prop_assert_eq!(shown, text);
+        }
+    }
 }
 
 #[test]

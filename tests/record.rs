@@ -7,8 +7,8 @@ mod support;
 
 use llm_distiller::chat::LlmResponse;
 use llm_distiller::record::{
-    is_id, new_id, CutShort, ListQuery, Record, MAX_CONTENT_BYTES, MAX_REASONING_BYTES,
-    MAX_REQUEST_BYTES, MAX_THINKING_BYTES,
+    is_id, new_id, CutShort, ListQuery, Record, MAX_CONTENT_BYTES, MAX_INVALID_REASON_BYTES,
+    MAX_LABEL_BYTES, MAX_REASONING_BYTES, MAX_REQUEST_BYTES, MAX_THINKING_BYTES,
 };
 use llm_distiller::Error;
 use proptest::prelude::*;
@@ -70,6 +70,26 @@ fn straddling(max: usize, min_len: usize) -> String {
         "the test needs a limit inside a character"
     );
     text
+}
+
+/// The bytes a row takes in D1: its text, and 8 for each number (the `truncated` flag too).
+fn row_bytes(record: &Record) -> usize {
+    let text: usize = [
+        record.id.as_str(),
+        &record.provider,
+        &record.model,
+        &record.request,
+        &record.content,
+        record.thinking.as_deref().unwrap_or(""),
+        record.reasoning.as_deref().unwrap_or(""),
+        record.finish_reason.as_deref().unwrap_or(""),
+        record.upstream_id.as_deref().unwrap_or(""),
+        record.invalid_reason.as_deref().unwrap_or(""),
+    ]
+    .iter()
+    .map(|s| s.len())
+    .sum();
+    text + 6 * 8
 }
 
 /// Checks that `kept` is `original` cut at a character boundary just under `max`.
@@ -243,33 +263,58 @@ fn giant_fields_are_cut_at_a_character_boundary_under_the_row_limit() {
         "reasoning",
     );
     assert_cut(&record.request, &request, MAX_REQUEST_BYTES, "request");
-
-    let text_bytes: usize = [
-        record.id.as_str(),
-        &record.provider,
-        &record.model,
-        &record.request,
-        &record.content,
-        record.thinking.as_deref().unwrap_or(""),
-        record.reasoning.as_deref().unwrap_or(""),
-        record.finish_reason.as_deref().unwrap_or(""),
-        record.upstream_id.as_deref().unwrap_or(""),
-        record.invalid_reason.as_deref().unwrap_or(""),
-    ]
-    .iter()
-    .map(|s| s.len())
-    .sum();
     assert!(
-        text_bytes < D1_MAX_ROW_BYTES,
-        "{text_bytes} bytes of text in one row"
+        row_bytes(&record) < D1_MAX_ROW_BYTES,
+        "{} bytes",
+        row_bytes(&record)
     );
 }
 
-// The limits together fit a D1 row, checked when this file compiles.
-const _: () = assert!(
-    MAX_CONTENT_BYTES + MAX_THINKING_BYTES + MAX_REASONING_BYTES + MAX_REQUEST_BYTES
-        < D1_MAX_ROW_BYTES
-);
+#[test]
+fn every_field_of_a_giant_answer_is_cut_to_fit_the_row() {
+    // The upstream names the model, the id and the finish reason: any size it likes. An
+    // unknown finish reason is also quoted in the invalid reason.
+    let giant = straddling(MAX_LABEL_BYTES, 3_000_000);
+    let r = LlmResponse {
+        content: giant.clone(),
+        thinking: Some(giant.clone()),
+        reasoning: Some(giant.clone()),
+        model: giant.clone(),
+        id: Some(giant.clone()),
+        finish_reason: Some(giant.clone()),
+        provider: giant.clone(),
+        ..response()
+    };
+    let received = Error::InvalidResponse {
+        provider: "main".into(),
+        message: giant.clone(),
+    };
+    let records = [
+        Record::answer(id(), 0.0, &giant, &r, true),
+        Record::cut_short(id(), 0.0, &giant, &r, true, CutShort::Error(&received)),
+    ];
+    for record in records {
+        assert!(record.truncated);
+        assert!(
+            row_bytes(&record) < D1_MAX_ROW_BYTES,
+            "{} bytes",
+            row_bytes(&record)
+        );
+        assert_cut(&record.model, &giant, MAX_LABEL_BYTES, "model");
+        assert_cut(&record.provider, &giant, MAX_LABEL_BYTES, "provider");
+        let upstream_id = record.upstream_id.as_deref().unwrap();
+        assert_cut(upstream_id, &giant, MAX_LABEL_BYTES, "upstream_id");
+        let finish_reason = record.finish_reason.as_deref().unwrap();
+        assert_cut(finish_reason, &giant, MAX_LABEL_BYTES, "finish_reason");
+        let reason = record.invalid_reason.as_deref().unwrap();
+        assert!(reason.len() <= MAX_INVALID_REASON_BYTES, "{}", reason.len());
+        assert!(
+            reason.len() > MAX_INVALID_REASON_BYTES - 4,
+            "{}",
+            reason.len()
+        );
+    }
+}
 
 #[test]
 fn one_giant_field_alone_sets_truncated() {
@@ -399,6 +444,33 @@ fn a_failure_about_no_provider_keeps_the_one_asked_for() {
 }
 
 #[test]
+fn a_failure_after_thousands_of_attempts_still_fits_a_row() {
+    // 5,000 failed attempts quoting 500 characters each: 2.7 MB of reason.
+    let attempt = |i: usize| {
+        let message = format!("{i} {}", "é".repeat(500));
+        (
+            format!("p{i}"),
+            Error::Connection {
+                provider: format!("p{i}"),
+                message,
+            },
+        )
+    };
+    let error = Error::AllProvidersFailed {
+        errors: (0..5_000).map(attempt).collect(),
+    };
+    let full = format!("upstream_error: {error}");
+    assert!(full.len() > D1_MAX_ROW_BYTES);
+    let record = Record::failure(id(), 0.0, REQUEST, "main", "m", &error).expect("stored");
+    assert!(record.truncated);
+    assert_eq!(record.request, REQUEST, "the other fields are whole");
+    let reason = record.invalid_reason.as_deref().unwrap();
+    assert_cut(reason, &full, MAX_INVALID_REASON_BYTES, "invalid_reason");
+    assert_eq!(reason_code(&record), "upstream_error");
+    assert!(row_bytes(&record) < D1_MAX_ROW_BYTES);
+}
+
+#[test]
 fn a_failures_giant_request_is_cut() {
     let request = straddling(MAX_REQUEST_BYTES, 3_000_000);
     let record =
@@ -426,6 +498,9 @@ fn ids_of_odd_inputs_still_have_the_shape() {
         (f64::INFINITY, 0.5, 0.5),
         (1.7e12, f64::NAN, -3.0),
         (1.7e12, 7.0, f64::INFINITY),
+        // Beyond 12 hex digits of milliseconds (the year 10889): the largest that fit.
+        (1.8e19, 0.5, 0.5),
+        (281_474_976_710_656.0, 0.5, 0.5),
     ] {
         let id = new_id(now, a, b);
         assert!(is_id(&id), "{now} {a} {b} → {id}");

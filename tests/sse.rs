@@ -17,6 +17,13 @@ fn feed_parts<'a>(
     mut parser: SseParser,
     parts: impl IntoIterator<Item = &'a [u8]>,
 ) -> Vec<SseEvent> {
+    feed_into(&mut parser, parts)
+}
+
+fn feed_into<'a>(
+    parser: &mut SseParser,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<SseEvent> {
     let mut events = Vec::new();
     for part in parts {
         parser.push_into(part, &mut events);
@@ -530,6 +537,60 @@ fn what_an_overflow_drops_does_not_depend_on_the_split() {
 }
 
 #[test]
+fn the_parser_tells_how_many_events_came_before_the_first_gap() {
+    let mut parser = small_parser();
+    assert_eq!(parser.dispatched_before_overflow(), None);
+    let events = feed_into(&mut parser, [OVERFLOWING]);
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        parser.dispatched_before_overflow(),
+        Some(1),
+        "the first gap is the event after \"short\""
+    );
+    let mut parser = small_parser();
+    feed_into(
+        &mut parser,
+        [&b"data: a\n\ndata: b\n\ndata: 01234567890"[..]],
+    );
+    assert_eq!(
+        parser.dispatched_before_overflow(),
+        Some(2),
+        "a gap at the end"
+    );
+}
+
+#[test]
+fn a_dropped_event_takes_its_id_and_retry_with_it() {
+    // Before the over-long line and after it, in the same event: neither counts.
+    let stream = b"id: 1\nretry: 100\ndata: a\n\n\
+        id: 2\nretry: 200\ndata: this line is far too long\nid: 3\nretry: 300\n\n\
+        data: b\n\n";
+    let expected = vec![
+        ev(None, "a", Some("1"), Some(100)),
+        ev(None, "b", Some("1"), Some(100)),
+    ];
+    assert_eq!(feed_parts(small_parser(), [&stream[..]]), expected);
+    assert_split_invariant_with(stream, small_parser);
+    // An event dropped for its data (over the event limit, no line too long) alike.
+    let stream = b"id: 1\ndata: a\n\nid: 2\ndata: 0123456789\ndata: 0123456789\ndata: 0123456789\n\ndata: b\n\n";
+    assert_eq!(
+        feed_parts(small_parser(), [&stream[..]]),
+        vec![
+            ev(None, "a", Some("1"), None),
+            ev(None, "b", Some("1"), None)
+        ]
+    );
+    // And one cut short by the end of the stream.
+    let mut parser = small_parser();
+    parser.push(b"id: 1\ndata: a\n\nid: 2\ndata: this line is far too long");
+    assert_eq!(parser.finish(), None);
+    assert_eq!(
+        parser.push(b"data: b\n\n"),
+        vec![ev(None, "b", Some("1"), None)]
+    );
+}
+
+#[test]
 fn a_line_break_right_at_the_limit_and_an_overflowing_line_at_the_end() {
     // 16 bytes exactly: kept.
     assert_eq!(
@@ -639,6 +700,14 @@ proptest! {
         // Small limits, so overflows happen too.
         let small = || SseParser::with_limits(10, 16);
         prop_assert_eq!(split(small), feed_parts(small(), [&bytes[..]]));
+        // Where the first gap falls among the events does not depend on the split either.
+        let gap = |parts: &[&[u8]]| {
+            let mut parser = small();
+            feed_into(&mut parser, parts.iter().copied());
+            parser.dispatched_before_overflow()
+        };
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        prop_assert_eq!(gap(&parts), gap(&[&bytes[..]]));
     }
 
     #[test]

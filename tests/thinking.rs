@@ -4,7 +4,8 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use llm_distiller::thinking::{
-    extract_thinking, Extracted, StreamOptions, ThinkingDelta, ThinkingExtractor, MAX_TAG_EXTRA,
+    extract_thinking, Extracted, StreamOptions, ThinkingDelta, ThinkingExtractor, Utf16Cursor,
+    MAX_TAG_EXTRA,
 };
 use llm_distiller::Error;
 use proptest::prelude::*;
@@ -341,6 +342,24 @@ fn stream_options_deserialize_with_defaults() {
     assert!(prefilled.starts_in_thinking);
 }
 
+#[test]
+fn byte_offsets_become_utf16_offsets() {
+    // 1, 2, 3 and 4 bytes: 1, 1, 1 and 2 UTF-16 units.
+    let text = "aé€🦀b";
+    let mut cursor = Utf16Cursor::new(text);
+    let expected = [(0, 0), (1, 1), (3, 2), (6, 3), (10, 5), (11, 6)];
+    for (byte, units) in expected {
+        assert_eq!(cursor.units_at(byte), units, "byte {byte}");
+    }
+    // Inside a character: that character counts whole. Past the end: the whole text.
+    assert_eq!(Utf16Cursor::new(text).units_at(7), 5);
+    assert_eq!(Utf16Cursor::new(text).units_at(99), 6);
+    // Backwards: counted again from the start, not a panic.
+    let mut cursor = Utf16Cursor::new(text);
+    assert_eq!(cursor.units_at(10), 5);
+    assert_eq!(cursor.units_at(3), 2);
+}
+
 // --- Properties -------------------------------------------------------------------------
 
 /// Text rich in tags, partial tags, whitespace and multibyte characters.
@@ -487,6 +506,23 @@ proptest! {
             non_blank_sorted(&strip_tags(&output)),
             non_blank_sorted(&strip_tags(&text))
         );
+    }
+
+    /// The cursor agrees with counting `encode_utf16`, at every character boundary in
+    /// ascending order (each 8-byte block of the fast count included) and at any offset.
+    #[test]
+    fn utf16_offsets_match_encode_utf16(text in any_text(), offsets in prop::collection::vec(0usize..200, 0..8)) {
+        let units = |end: usize| text[..end].encode_utf16().count();
+        let mut cursor = Utf16Cursor::new(&text);
+        for end in boundaries(&text) {
+            prop_assert_eq!(cursor.units_at(end), units(end));
+        }
+        let mut cursor = Utf16Cursor::new(&text);
+        for byte in offsets {
+            // A byte inside a character counts that character whole.
+            let end = (byte.min(text.len())..=text.len()).find(|&e| text.is_char_boundary(e)).unwrap();
+            prop_assert_eq!(cursor.units_at(byte), units(end), "byte {}", byte);
+        }
     }
 
     /// The ranges of `spans` lie in order on character boundaries, content and thinking

@@ -1,7 +1,8 @@
 // The llm-distiller demo page: a thinking playground (the package's ThinkingStream, all
 // local), a streamed prompt through the Worker, a batch run by the package's
 // ProviderManager with the Worker as its OpenAI-compatible provider, a browser of the
-// answers the Worker stored in D1, and the Worker's providers with their rate limiters.
+// answers the Worker stored in D1, their export as a training dataset, and the Worker's
+// providers with their rate limiters.
 //
 // No framework and no build step: this module runs as served. The Worker URL and the
 // access token live in sessionStorage only (this tab), never in localStorage or a cookie.
@@ -329,6 +330,14 @@ function fillProviderSelect(select) {
     : usable(providers.default) ? providers.default
     : providers.list.find((p) => p.available)?.name ?? "";
   if (!providers.list.length) select.append(h("option", { value: "", disabled: true }, "Connect to load the providers"));
+}
+
+/** Fills a provider filter `<select>`: any provider, then each by name; keeps the choice. */
+function fillProviderFilter(select) {
+  const previous = select.value;
+  select.replaceChildren(h("option", { value: "" }, "Any provider"),
+    ...providers.list.map((p) => h("option", { value: p.name }, p.name)));
+  select.value = providers.list.some((p) => p.name === previous) ? previous : "";
 }
 
 /** The line under a provider `<select>`: type and model, and why the others are unavailable. */
@@ -1142,10 +1151,7 @@ function setUpStored() {
   });
 
   providerListeners.push(() => {
-    const previous = providerFilter.value;
-    providerFilter.replaceChildren(h("option", { value: "" }, "Any provider"),
-      ...providers.list.map((p) => h("option", { value: p.name }, p.name)));
-    providerFilter.value = providers.list.some((p) => p.name === previous) ? previous : "";
+    fillProviderFilter(providerFilter);
     const models = new Set(providers.list.map((p) => p.model));
     $("st-models").replaceChildren(...[...models].map((m) => h("option", { value: m })));
   });
@@ -1297,7 +1303,125 @@ function setUpStored() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 5. Providers, refreshed while shown
+// 5. Export: GET /v1/export as a file download
+
+function formatBytes(n) {
+  if (n < 1000) return `${n} B`;
+  if (n < 1e6) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+function setUpExport() {
+  const form = $("export-form");
+  const format = $("ex-format");
+  const reasoning = $("ex-reasoning");
+  const providerFilter = $("ex-provider");
+  const download = $("ex-download");
+  const cancel = $("ex-cancel");
+  const status = $("ex-status");
+  const errorBox = $("ex-error");
+  let controller = null;
+
+  providerListeners.push(() => fillProviderFilter(providerFilter));
+  // The flat format has the thinking in a field of its own, whatever `reasoning` says.
+  const describeFormat = () => {
+    const flat = format.value === "flat";
+    reasoning.disabled = flat;
+    $("ex-format-hint").textContent = {
+      openai_chat: "{\"messages\": [...]} as OpenAI's fine-tuning takes it.",
+      sharegpt: "{\"conversations\": [{\"from\", \"value\"}]}: text only.",
+      flat: "Id, time, provider, model, messages, thinking, answer, usage, batch; the thinking always in its own field.",
+    }[format.value];
+  };
+  format.addEventListener("change", describeFormat);
+  describeFormat();
+  cancel.addEventListener("click", () => controller?.abort());
+
+  const setStatus = (state, text) => {
+    status.dataset.state = state;
+    status.textContent = text;
+  };
+
+  /** The query string of the form: the empty fields left out; times as milliseconds. */
+  function query() {
+    const params = new URLSearchParams({ format: format.value, valid: $("ex-valid").value });
+    if (format.value !== "flat") params.set("reasoning", reasoning.value);
+    const text = { provider: providerFilter.value, model: $("ex-model").value, batch_id: $("ex-batch").value, finish_reason: $("ex-finish").value };
+    for (const [name, value] of Object.entries(text)) if (value.trim()) params.set(name, value.trim());
+    for (const [name, input] of [["since", $("ex-since")], ["until", $("ex-until")]]) {
+      if (!input.value) continue;
+      // A datetime-local value is local time; the Worker takes it in milliseconds.
+      const ms = new Date(input.value).getTime();
+      if (Number.isNaN(ms)) throw new InputError(`${name === "since" ? "From" : "Until"} is not a valid time.`);
+      params.set(name, String(ms));
+    }
+    if ($("ex-incomplete").checked) params.set("include_incomplete", "true");
+    return params;
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    showAlert(errorBox, "");
+    controller = new AbortController();
+    download.disabled = true;
+    cancel.disabled = false;
+    $("ex-result").hidden = true;
+    setStatus("downloading", "Starting the export…");
+    try {
+      const response = await api(`/v1/export?${query()}`, { signal: controller.signal });
+      const rows = Number(response.headers.get("x-export-rows"));
+      const filename = /filename="([^"]+)"/.exec(response.headers.get("content-disposition") ?? "")?.[1] ?? "llm-distiller-export.jsonl";
+      // The file is assembled in this tab: fine for a demo's answers. For large exports,
+      // use curl (see the README), which writes the stream straight to disk.
+      const parts = [];
+      let [bytes, lines, firstEnd, shown] = [0, 0, -1, 0];
+      const reader = response.body.getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        parts.push(value);
+        for (let i = 0; i < value.length; i++) {
+          if (value[i] !== 10) continue;
+          if (firstEnd < 0) firstEnd = bytes + i;
+          lines += 1;
+        }
+        bytes += value.length;
+        if (Date.now() - shown > 200) {
+          shown = Date.now();
+          setStatus("downloading", `Downloading… ${formatNumber(lines)} of ${formatNumber(rows)} rows (${formatBytes(bytes)})`);
+        }
+      }
+      const blob = new Blob(parts, { type: "application/x-ndjson" });
+      const url = URL.createObjectURL(blob);
+      const link = h("a", { href: url, download: filename, hidden: true });
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      const leftOut = rows - lines;
+      setStatus("done", `Downloaded ${formatNumber(lines)} line${lines === 1 ? "" : "s"}.`);
+      $("ex-summary").textContent = `${filename}: ${formatNumber(lines)} line${lines === 1 ? "" : "s"}, ${formatBytes(bytes)}` +
+        (leftOut > 0 ? `. ${formatNumber(leftOut)} of the ${formatNumber(rows)} stored rows gave no line (a request that cannot be read, or thinking that cannot go inline).` : ".");
+      const first = firstEnd < 0 ? "" : await blob.slice(0, firstEnd).text();
+      $("ex-preview").textContent = first ? JSON.stringify(JSON.parse(first), null, 2) : "(no lines: nothing stored matches)";
+      $("ex-result").hidden = false;
+    } catch (error) {
+      if (error?.name === "AbortError") {
+        setStatus("stopped", "Cancelled.");
+      } else {
+        setStatus("failed", "");
+        showAlert(errorBox, `Could not export: ${describeError(error)}`);
+      }
+    } finally {
+      download.disabled = false;
+      cancel.disabled = true;
+      controller = null;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Providers, refreshed while shown
 
 const providersView = { update: () => {} };
 
@@ -1390,6 +1514,7 @@ setUpPlayground();
 setUpPrompt();
 setUpBatch();
 setUpStored();
+setUpExport();
 setUpProviders();
 setUpSections();
 setUpConnection();

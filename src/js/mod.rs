@@ -1,8 +1,8 @@
 //! The JavaScript bindings (feature `js`): a thin wasm-bindgen layer over the core, one
 //! file per role: [`manager`] (`ProviderManager`), [`streams`] (a streamed answer),
 //! [`thinking`] (`extractThinking`'s positions, `ThinkingStream`), [`limiter`]
-//! (`RateLimiter`), [`errors`] (`LlmDistillerError`) and [`convert`] (values across the
-//! boundary).
+//! (`RateLimiter`), [`export`] (`exportRecord`), [`errors`] (`LlmDistillerError`) and
+//! [`convert`] (values across the boundary).
 //!
 //! Every export converts its arguments (JSON text, the same snake_case shapes as the core's
 //! config), calls the core, and converts the result back; errors become real `Error`
@@ -13,12 +13,14 @@
 
 mod convert;
 mod errors;
+mod export;
 mod limiter;
 mod manager;
 mod streams;
 mod thinking;
 
 pub use errors::js_error;
+pub use export::js_export_record;
 pub use limiter::JsRateLimiter;
 pub use manager::JsProviderManager;
 pub use streams::JsCompletionStream;

@@ -10,7 +10,9 @@ use wasm_bindgen::prelude::*;
 use super::convert::from_js_or_default;
 use super::errors::js_error;
 use crate::error::Error;
-use crate::thinking::{StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream};
+use crate::thinking::{
+    StreamOptions, ThinkingDelta, ThinkingExtractor, ThinkingStream, Utf16Cursor,
+};
 
 /// What joins the pieces of thinking ([`crate::thinking::SEPARATOR`]), for the package's
 /// entry, which joins the slices `extractThinkingSpans` gives. Not part of the typed API.
@@ -89,8 +91,11 @@ fn spans_to_js(text: &[u8], reasoning: Option<&[u8]>) -> Result<Vec<u32>, JsValu
     let spans = ThinkingExtractor::default().spans(content, reasoning);
     let reasoning_range = match (reasoning, &spans.reasoning) {
         (Some(r), Some(range)) => {
-            let mut cursor = Utf16Cursor::new(r.as_bytes());
-            [cursor.units_at(range.start), cursor.units_at(range.end)]
+            let mut cursor = Utf16Cursor::new(r);
+            [
+                cursor.units_at(range.start) as u32,
+                cursor.units_at(range.end) as u32,
+            ]
         }
         _ => [0, 0],
     };
@@ -105,7 +110,7 @@ fn spans_to_js(text: &[u8], reasoning: Option<&[u8]>) -> Result<Vec<u32>, JsValu
     out.extend(ranges.flat_map(|r| [r.start as u32, r.end as u32]));
     // The byte offsets become UTF-16 offsets in one pass over the text: the content's and
     // the thinking's each ascend, so taking the lower of the two next ones goes in order.
-    let mut cursor = Utf16Cursor::new(text);
+    let mut cursor = Utf16Cursor::new(content);
     let (mut c, mut t) = (4, thinking_at);
     while c < thinking_at || t < out.len() {
         let i = if t == out.len() || (c < thinking_at && out[c] <= out[t]) {
@@ -115,48 +120,9 @@ fn spans_to_js(text: &[u8], reasoning: Option<&[u8]>) -> Result<Vec<u32>, JsValu
             t += 1;
             t - 1
         };
-        out[i] = cursor.units_at(out[i] as usize);
+        out[i] = cursor.units_at(out[i] as usize) as u32;
     }
     Ok(out)
-}
-
-/// Turns byte offsets into UTF-8 text into UTF-16 code-unit offsets (JavaScript's string
-/// indices), for offsets in ascending order, in one pass over the text.
-struct Utf16Cursor<'a> {
-    text: &'a [u8],
-    byte: usize,
-    units: u32,
-}
-
-impl<'a> Utf16Cursor<'a> {
-    fn new(text: &'a [u8]) -> Self {
-        Self {
-            text,
-            byte: 0,
-            units: 0,
-        }
-    }
-
-    /// The UTF-16 offset of byte offset `byte`, at or after the one asked before.
-    fn units_at(&mut self, byte: usize) -> u32 {
-        // Every byte but a continuation byte (0b10xx_xxxx) starts a character: one unit,
-        // and a second from U+10000 on (a four-byte lead, 0b1111_0xxx). Eight bytes at a
-        // time: bit 7 of each byte of `continuation` and `four_byte` says which it is.
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let bytes = &self.text[self.byte..byte];
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
-            let continuation = x & !(x << 1) & HIGH;
-            let four_byte = x & (x << 1) & (x << 2) & (x << 3) & HIGH;
-            self.units += 8 - continuation.count_ones() + four_byte.count_ones();
-        }
-        for &b in words.remainder() {
-            self.units += u32::from(b & 0xC0 != 0x80) + u32::from(b >= 0xF0);
-        }
-        self.byte = byte;
-        self.units
-    }
 }
 
 thread_local! {

@@ -1,10 +1,11 @@
 // The declarations that cannot be derived from a Rust type (wasm-bindgen adds this file to
 // the .d.ts after the ones tsify derives from the core's types: LlmConfig, ProviderConfig,
 // RateLimitConfig, RetryPolicy, LlmResponse, Usage, RateLimitStatus, ProviderStatus,
-// Reservation, Prompt, Extracted, ThinkingDelta, ThinkingStreamOptions, and the data of
-// CallOptions and BatchOptions): the classes as the package's entry exposes them, what only
-// JavaScript passes or receives, and the types whose Rust side deserializes by hand
-// (Message, GenerationConfig: their derive would describe the struct, not what is accepted).
+// Reservation, Prompt, Extracted, ThinkingDelta, ThinkingStreamOptions, the export's
+// ExportRow, ExportOptions and records, and the data of CallOptions and BatchOptions): the
+// classes as the package's entry exposes them, what only JavaScript passes or receives, and
+// the types whose Rust side deserializes by hand (Message, GenerationConfig: their derive
+// would describe the struct, not what is accepted).
 
 /** One chat message, as the OpenAI API defines it. */
 export interface Message {
@@ -177,3 +178,18 @@ export class RateLimiter {
 
 /** Separates thinking from `text`; `separateReasoning` (a provider's `reasoning_content`) comes first. */
 export function extractThinking(text: string, separateReasoning?: string | null): Extracted;
+
+/**
+ * A stored answer as one record of a training dataset, exactly as the Worker's
+ * `GET /v1/export` writes it: `openai_chat` (the default), `sharegpt` or `flat`, with the
+ * thinking in a field (the default), `inline` as `<think>` text, or left out (`none`).
+ * `null` when the export's rules leave the row out of a training format (an unclosed
+ * thinking block or a row cut to fit D1, unless `include_incomplete`; thinking that
+ * cannot be written inline unambiguously). Throws an `LlmDistillerError` (code `config`,
+ * field `row.request`) when a training format cannot read the row's request; `flat`
+ * then says why in `export_error`.
+ */
+export function exportRecord(row: ExportRow, options?: (ExportOptions & { format?: "openai_chat" }) | null): ChatRecord | null;
+export function exportRecord(row: ExportRow, options: ExportOptions & { format: "sharegpt" }): ShareGptRecord | null;
+export function exportRecord(row: ExportRow, options: ExportOptions & { format: "flat" }): FlatRecord;
+export function exportRecord(row: ExportRow, options?: ExportOptions | null): ExportRecord | null;

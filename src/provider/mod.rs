@@ -16,6 +16,7 @@
 mod azure;
 mod custom;
 mod openai;
+mod redact;
 
 use std::fmt;
 
@@ -499,27 +500,14 @@ impl Provider {
         }
     }
 
-    /// `text` cut to a quotable length, with this provider's key replaced by `[redacted]`.
+    /// `text` cut to a quotable length, with this provider's key replaced by `[redacted]`:
+    /// the key as it is, JSON-escaped, or its start where a cut left one (see `redact.rs`).
     pub fn redact(&self, text: &str) -> String {
-        let mut text = match text.char_indices().nth(MAX_QUOTED_CHARS) {
+        let text = match text.char_indices().nth(MAX_QUOTED_CHARS) {
             Some((cut, _)) => format!("{}…", &text[..cut]),
             None => text.to_string(),
         };
-        let key = self.key.expose().trim();
-        // A key shorter than this would redact ordinary words; real keys are far longer.
-        if key.len() >= 8 {
-            text = text.replace(key, "[redacted]");
-            // A quote cut in the middle of the key leaves a prefix of it.
-            let prefix_at = (8..key.len())
-                .rev()
-                .filter(|n| key.is_char_boundary(*n))
-                .find_map(|n| text.rfind(&key[..n]));
-            if let Some(start) = prefix_at {
-                text.truncate(start);
-                text.push_str("[redacted]…");
-            }
-        }
-        text
+        redact::redact_key(&text, self.key.expose())
     }
 }
 

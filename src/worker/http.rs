@@ -15,7 +15,7 @@ pub fn with_cors(mut response: Response) -> Response {
     let _ = headers.set("access-control-allow-origin", "*");
     let _ = headers.set(
         "access-control-expose-headers",
-        "x-distiller-id, retry-after, retry-after-ms",
+        "x-distiller-id, retry-after, retry-after-ms, content-disposition, x-export-rows",
     );
     response
 }

@@ -4,7 +4,8 @@
 //! A thin adapter, one file per role: [`setup`] (configuration, secrets, the access token,
 //! the isolate's provider manager), [`http`] (responses, CORS, request bodies), [`calls`]
 //! (the chat and generate endpoints), [`streaming`] (server-sent events), [`responses`]
-//! (reading stored rows and provider status), [`files`] and [`batches`] (the Batch API),
+//! (reading stored rows and provider status), [`export`] (the stored answers as JSONL),
+//! [`files`] and [`batches`] (the Batch API),
 //! [`queue`] (the batches' work on the queue), [`limiter`] (the shared rate limiter's
 //! Durable Object) and [`store`] (running the core's statements on D1). Every
 //! decision is the core's: which endpoint a request names ([`Endpoint::resolve`]), reading
@@ -19,6 +20,7 @@
 
 mod batches;
 mod calls;
+mod export;
 mod files;
 mod http;
 mod limiter;
@@ -71,5 +73,6 @@ async fn handle(request: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
         Endpoint::ListBatches => batches::list(request, env, ctx).await,
         Endpoint::GetBatch(id) => batches::get(&id, env, ctx).await,
         Endpoint::CancelBatch(id) => batches::cancel(&id, env).await,
+        Endpoint::Export => export::export(request, env).await,
     }
 }

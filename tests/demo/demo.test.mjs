@@ -4,7 +4,8 @@
 // token. Headless Chromium (playwright-core) then uses the page as a person would: enters
 // the token, types into the thinking playground, streams a prompt, runs a batch of 20
 // through the npm package and batches on the Worker (followed across a reload, cancelled),
-// browses the stored responses and watches the providers.
+// browses the stored responses, downloads them as a training dataset and watches the
+// providers.
 // A screenshot of each view goes to test-output/demo/ (their paths are printed),
 // with the log of wrangler dev and what the page logged.
 //
@@ -386,6 +387,78 @@ test('the stored responses show the new rows, page by page, and a row opens to i
   await settled();
 });
 
+/** The Worker's stored rows of `provider`, oldest first, each with its request. */
+async function storedRows(provider) {
+  const get = async (urlPath) => {
+    const response = await fetch(`${worker.url}${urlPath}`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: AbortSignal.timeout(10_000) });
+    assert.equal(response.status, 200, urlPath);
+    return response.json();
+  };
+  const list = await get(`/v1/responses?provider=${provider}&limit=100`);
+  return Promise.all(list.data.reverse().map((row) => get(`/v1/responses/${row.id}`)));
+}
+
+/** Clicks `button` and reads the file the page downloads: its name and its lines. */
+async function downloaded(button) {
+  const [download] = await Promise.all([page.waitForEvent('download', { timeout: 20_000 }), page.click(button)]);
+  const text = fs.readFileSync(await download.path(), 'utf8');
+  assert.ok(text.endsWith('\n'), 'the file ends with a line break');
+  return { name: download.suggestedFilename(), lines: text.slice(0, -1).split('\n').map((line) => JSON.parse(line)) };
+}
+
+test('the export downloads the stored answers as JSONL, each line what was stored', { timeout: STEP_TIMEOUT_MS }, async (t) => {
+  await openSection('export');
+  // The batch of 20 went to `echo`: a ShareGPT file with the thinking inline.
+  await page.selectOption('#ex-format', 'sharegpt');
+  await page.selectOption('#ex-reasoning', 'inline');
+  await page.selectOption('#ex-provider', 'echo');
+  const shared = await downloaded('#ex-download');
+  assert.match(shared.name, /^llm-distiller-sharegpt-inline-\d{8}T\d{6}Z\.jsonl$/);
+  const stored = await storedRows('echo');
+  assert.equal(stored.length, BATCH_SIZE);
+  assert.equal(shared.lines.length, BATCH_SIZE);
+  shared.lines.forEach((line, i) => {
+    const row = stored[i];
+    assert.ok(row.thinking, 'the demo answers have thinking');
+    assert.deepEqual(line, { conversations: [
+      ...row.request.messages.map((m) => ({ from: { system: 'system', user: 'human' }[m.role], value: m.content })),
+      { from: 'gpt', value: `<think>\n${row.thinking}\n</think>\n\n${row.content}` },
+    ] }, `line ${i + 1}`);
+    assert.match(line.conversations.at(-2).value, /^Batch question \d+: /);
+  });
+  await page.waitForFunction(() => document.querySelector('#ex-status').dataset.state === 'done');
+  assert.match(await page.textContent('#ex-summary'), new RegExp(`${BATCH_SIZE} lines`));
+  assert.match(await page.textContent('#ex-preview'), /"conversations"/);
+  await screenshot(t, '5-export');
+
+  // Flat: every field; the reasoning choice does not apply.
+  await page.selectOption('#ex-format', 'flat');
+  assert.ok(await page.isDisabled('#ex-reasoning'));
+  const flat = await downloaded('#ex-download');
+  assert.match(flat.name, /^llm-distiller-flat-\d{8}T\d{6}Z\.jsonl$/);
+  assert.deepEqual(flat.lines.map((l) => l.id), stored.map((r) => r.id));
+  flat.lines.forEach((line, i) => {
+    assert.equal(line.content, stored[i].content);
+    assert.equal(line.thinking, stored[i].thinking);
+    assert.deepEqual(line.messages, stored[i].request.messages);
+    assert.equal(line.provider, 'echo');
+  });
+
+  // A time range the Worker refuses is shown with its parameter.
+  await page.fill('#ex-since', '2030-01-02T00:00');
+  await page.fill('#ex-until', '2030-01-01T00:00');
+  await page.click('#ex-download');
+  await page.waitForFunction(() => !document.querySelector('#ex-error').hidden);
+  assert.match(await page.textContent('#ex-error'), /400 .*until.*\(parameter: until\)/);
+  // Chromium logs the 400 this provoked; the other sections must log nothing.
+  const provoked = pageMessages.findIndex((m) => /status of 400/.test(m));
+  assert.ok(provoked >= 0, 'the 400 reached the console');
+  pageMessages.splice(provoked, 1);
+  await page.fill('#ex-since', '');
+  await page.fill('#ex-until', '');
+  await page.selectOption('#ex-format', 'openai_chat');
+});
+
 test('the providers section shows availability and the rate limiter, refreshed while shown', { timeout: STEP_TIMEOUT_MS }, async (t) => {
   await openSection('providers');
   const card = page.locator('article[aria-labelledby="pv-demo"]');
@@ -397,7 +470,7 @@ test('the providers section shows availability and the rate limiter, refreshed w
   assert.match(text, /In flight/);
   const first = await page.textContent('#pv-updated');
   await page.waitForFunction((before) => document.querySelector('#pv-updated').textContent !== before, first, { timeout: 8_000 });
-  await screenshot(t, '5-providers');
+  await screenshot(t, '6-providers');
 });
 
 test('a refused token asks for the token again', { timeout: STEP_TIMEOUT_MS }, async () => {

@@ -58,7 +58,7 @@ test('the package installs and exports its API through package.json "exports"', 
 
   const result = await program('exports', `
     import * as everything from "llm-distiller";
-    import { ProviderManager, RateLimiter, ThinkingStream, CompletionStream, extractThinking } from "llm-distiller";
+    import { ProviderManager, RateLimiter, ThinkingStream, CompletionStream, extractThinking, exportRecord } from "llm-distiller";
     import { createRequire } from "node:module";
     import { report } from "./harness.mjs";
 
@@ -72,14 +72,14 @@ test('the package installs and exports its API through package.json "exports"', 
     }
     report({
       names: Object.keys(everything).sort(),
-      kinds: [ProviderManager, RateLimiter, ThinkingStream, CompletionStream, extractThinking].map((v) => typeof v),
+      kinds: [ProviderManager, RateLimiter, ThinkingStream, CompletionStream, extractThinking, exportRecord].map((v) => typeof v),
       resolved: import.meta.resolve("llm-distiller"),
       version: require("llm-distiller/package.json").version,
       internals,
     });
   `);
-  assert.deepEqual(result.names, ['CompletionStream', 'ProviderManager', 'RateLimiter', 'ThinkingStream', 'extractThinking']);
-  assert.deepEqual(result.kinds, ['function', 'function', 'function', 'function', 'function']);
+  assert.deepEqual(result.names, ['CompletionStream', 'ProviderManager', 'RateLimiter', 'ThinkingStream', 'exportRecord', 'extractThinking']);
+  assert.deepEqual(result.kinds, ['function', 'function', 'function', 'function', 'function', 'function']);
   assert.match(result.resolved, /\/node_modules\/llm-distiller\/node\.js$/, 'Node gets its own entry');
   assert.match(result.version, /^\d+\.\d+\.\d+/);
   assert.equal(result.internals, 'ERR_PACKAGE_PATH_NOT_EXPORTED', 'only the entries and "./package.json" are exported');
@@ -188,6 +188,87 @@ test('extractThinking, ThinkingStream and RateLimiter work without any provider'
   }
   assert.equal(result.status.max_requests_per_minute, 2);
   assert.equal(result.status.max_tokens_per_minute, 1000);
+});
+
+test('exportRecord shapes an answer kept by the user as the Worker\'s export does', TEST, async () => {
+  const key = uniqueKey('export');
+  const result = await program('export', `
+    import { ProviderManager, exportRecord } from "llm-distiller";
+    import { baseUrl, report } from "./harness.mjs";
+
+    // An answer from the package itself, with the request beside it.
+    const manager = new ProviderManager({
+      providers: { local: { type: "custom", base_url: baseUrl("normal", ${JSON.stringify(key)}), model: "test-model" } },
+    });
+    const config = { system_prompt: "Be brief.", max_tokens: 50 };
+    const response = await manager.generate("What is 2+2?", config);
+    const kept = { ...response, request: { prompt: "What is 2+2?", config } };
+    const records = {};
+    for (const format of ["openai_chat", "sharegpt", "flat"]) {
+      for (const reasoning of ["field", "inline", "none"]) {
+        records[format + "/" + reasoning] = exportRecord(kept, { format, reasoning });
+      }
+    }
+    // A row as the Worker stores it (D1's 0/1 and the request as text), left out as
+    // incomplete unless asked, and the defaults.
+    const row = {
+      id: "rsp_0194bd5c1a00aaaaaaaabbbbbbbb", created_at: 1738339200000, provider: "main", model: "m",
+      request: JSON.stringify({ messages: [{ role: "user", content: "Hi" }] }),
+      content: "Hello", thinking: "Greet", truncated: 1, reason: null,
+    };
+    const errorOf = (call) => {
+      try {
+        call();
+        return null;
+      } catch (error) {
+        return { name: error.name, code: error.code, field: error.field, message: error.message };
+      }
+    };
+    report({
+      response: { id: response.id, content: response.content, thinking: response.thinking, usage: response.usage, provider: response.provider, model: response.model },
+      records,
+      incomplete: exportRecord(row),
+      kept: exportRecord(row, { include_incomplete: true }),
+      flat: exportRecord(row, { format: "flat" }),
+      unreadable: errorOf(() => exportRecord({ request: "{", content: "x" })),
+      unreadableFlat: exportRecord({ request: "{", content: "x" }, { format: "flat" }).export_error,
+      wrongOption: errorOf(() => exportRecord(row, { format: "xml" })),
+      unknownOption: errorOf(() => exportRecord(row, { formats: "flat" })),
+      noRequest: errorOf(() => exportRecord({ content: "x" })),
+      notInline: exportRecord({ ...row, truncated: 0, thinking: "a </think> b" }, { reasoning: "inline" }),
+    });
+  `);
+  const { id, content, thinking, usage, provider, model } = result.response;
+  assert.ok(thinking, 'the upstream answer has thinking');
+  const [system, user] = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is 2+2?' }];
+  const inline = `<think>\n${thinking}\n</think>\n\n${content}`;
+  assert.deepEqual(result.records['openai_chat/field'], { messages: [system, user, { role: 'assistant', content, reasoning_content: thinking }] });
+  assert.deepEqual(result.records['openai_chat/inline'], { messages: [system, user, { role: 'assistant', content: inline }] });
+  assert.deepEqual(result.records['openai_chat/none'], { messages: [system, user, { role: 'assistant', content }] });
+  const turns = [{ from: 'system', value: 'Be brief.' }, { from: 'human', value: 'What is 2+2?' }];
+  assert.deepEqual(result.records['sharegpt/field'], { conversations: [...turns, { from: 'gpt', value: content, reasoning: thinking }] });
+  assert.deepEqual(result.records['sharegpt/inline'], { conversations: [...turns, { from: 'gpt', value: inline }] });
+  assert.deepEqual(result.records['sharegpt/none'], { conversations: [...turns, { from: 'gpt', value: content }] });
+  // An LlmResponse's id is the upstream's: the record keeps it.
+  const flat = { id, created_at: null, provider, model, messages: [system, user], thinking, content,
+    finish_reason: 'stop', usage, truncated: false, batch_id: null, custom_id: null };
+  for (const reasoning of ['field', 'inline', 'none']) assert.deepEqual(result.records[`flat/${reasoning}`], flat);
+
+  assert.equal(result.incomplete, null, 'a row cut to fit D1 is left out of the training formats');
+  assert.deepEqual(result.kept, { messages: [{ role: 'user', content: 'Hi' }, { role: 'assistant', content: 'Hello', reasoning_content: 'Greet' }] });
+  assert.equal(result.flat.created_at, 1738339200000);
+  assert.equal(result.flat.truncated, true);
+  assert.equal(result.notInline, null, 'a closing tag in the thinking cannot go inline');
+  for (const [name, field] of [['unreadable', 'row.request'], ['wrongOption', 'options.format'], ['unknownOption', 'options.formats'], ['noRequest', 'row']]) {
+    const error = result[name];
+    assert.ok(error, `${name} throws`);
+    assert.equal(error.name, 'LlmDistillerError', name);
+    assert.equal(error.code, 'config', name);
+    assert.equal(error.field, field, `${name}: ${error.message}`);
+  }
+  assert.match(result.unreadable.message, /the stored request cannot be read: request/);
+  assert.match(result.wrongOption.message, /unknown variant `xml`, expected one of `openai_chat`, `sharegpt`, `flat`/);
+  assert.match(result.unreadableFlat, /^the stored request cannot be read: /);
 });
 
 test('generate returns the answer, its thinking, usage and the raw response', TEST, async () => {

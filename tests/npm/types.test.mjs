@@ -97,7 +97,7 @@ test('the declarations export exactly the values the module exports', {
   await writeFile(join(installed.project, 'exports-probe.ts'), 'import * as api from "llm-distiller";\nexport { api };\n');
   const declared = declaredValueExports();
   const runtime = Object.keys(await import(pathToFileURL(join(installed.packageDir, 'node.js')).href)).sort();
-  assert.deepEqual(runtime, ['CompletionStream', 'ProviderManager', 'RateLimiter', 'ThinkingStream', 'extractThinking']);
+  assert.deepEqual(runtime, ['CompletionStream', 'ProviderManager', 'RateLimiter', 'ThinkingStream', 'exportRecord', 'extractThinking']);
   assert.deepEqual(declared, runtime);
 });
 
@@ -113,6 +113,7 @@ test('the public declarations contain no `any`, and none of wasm-bindgen\'s load
     if (file === 'api.d.ts') {
       assert.match(surface, /export class ProviderManager/, 'the surface checked is the API');
       assert.match(surface, /export function extractThinking/);
+      assert.match(surface, /export function exportRecord/);
     }
     const lines = surface.split('\n').filter((line) => /\bany\b|InitInput|initSync/.test(line));
     assert.deepEqual(lines, [], `${file} uses \`any\` or names the loader in its public surface`);

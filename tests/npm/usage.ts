@@ -9,11 +9,17 @@ import {
   RateLimiter,
   ThinkingStream,
   extractThinking,
+  exportRecord,
   type BatchItem,
   type BatchOptions,
   type CallOptions,
+  type ChatRecord,
   type ErrorCode,
+  type ExportOptions,
+  type ExportRecord,
+  type ExportRow,
   type Extracted,
+  type FlatRecord,
   type GenerationConfig,
   type LlmConfig,
   type LlmDistillerError,
@@ -23,6 +29,7 @@ import {
   type ProviderStatus,
   type RateLimitStatus,
   type Reservation,
+  type ShareGptRecord,
   type StreamItem,
   type ThinkingDelta,
 } from "llm-distiller";
@@ -305,3 +312,40 @@ void [wait, blocked, blockedAt, limiterStatus.effective_requests_per_minute, lim
 limiter.free();
 defaultLimiter.free();
 nullLimiter.free();
+
+// ---------------------------------------------------------------------------------------
+// Export: an answer as a record of a training dataset
+
+const kept: ExportRow = { ...first, request: { prompt: "What is 2 + 2?", config: { system_prompt: "Be brief." } } };
+const stored: ExportRow = {
+  id: "rsp_0194bd5c1a00aaaaaaaabbbbbbbb",
+  created_at: 1738339200000,
+  request: '{"messages":[{"role":"user","content":"Hi"}]}',
+  content: "Hello",
+  thinking: null,
+  truncated: false,
+  invalid_reason: null,
+  batch_id: "batch_1",
+  custom_id: "line-1",
+};
+const chatRecord: ChatRecord | null = exportRecord(kept);
+const inlineRecord: ChatRecord | null = exportRecord(kept, { reasoning: "inline", include_incomplete: true });
+const shareRecord: ShareGptRecord | null = exportRecord(stored, { format: "sharegpt", reasoning: "none" });
+const flatRecord: FlatRecord = exportRecord(stored, { format: "flat" });
+const exportOptions: ExportOptions = { format: "flat", reasoning: "field", include_incomplete: false };
+const anyRecord: ExportRecord | null = exportRecord(stored, exportOptions);
+const lastMessage: Message | undefined = chatRecord?.messages.at(-1);
+const speaker: "system" | "human" | "gpt" | "function_call" | "observation" | undefined = shareRecord?.conversations[0]?.from;
+const flatMessages: Message[] | null = flatRecord.messages;
+const flatUsage: number | undefined = flatRecord.usage?.total_tokens;
+// @ts-expect-error a training format may leave the row out
+exportRecord(kept).messages;
+// @ts-expect-error not a format
+exportRecord(kept, { format: "jsonl" });
+// @ts-expect-error not a reasoning mode
+exportRecord(kept, { reasoning: "hidden" });
+// @ts-expect-error a row needs its request
+exportRecord({ content: "x" });
+// @ts-expect-error a ShareGPT record has no messages
+exportRecord(stored, { format: "sharegpt" })?.messages;
+void [inlineRecord, anyRecord, lastMessage, speaker, flatMessages, flatUsage];

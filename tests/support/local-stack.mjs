@@ -1,14 +1,17 @@
 // The local stack for the Node tests and the benchmarks: free ports, `wrangler dev` of this
-// checkout (or any other dev server) in its own process group, headless Chromium's flags, a
-// static file server, the scripted upstream's request log, and a server-sent events parser.
+// checkout (or any other dev server) in its own process group, its local D1, the checks for
+// a test's secrets, calls of the Worker, headless Chromium's flags, a static file server, the scripted upstream's
+// request log, and a server-sent events parser.
 
-import { spawn } from 'node:child_process';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const WRANGLER = path.join(ROOT, 'node_modules/.bin/wrangler');
@@ -37,6 +40,76 @@ export async function freePort() {
   return port;
 }
 
+/** A test's secrets (`[label, value]` pairs): `assertAbsent(text, where)` fails naming the
+ * secret found in `text`, never showing it; `redact(text)` masks them (in a log quoted by an
+ * error). */
+export function secretChecks(secrets) {
+  return {
+    assertAbsent(text, where) {
+      for (const [label, secret] of secrets) {
+        if (text.includes(secret)) assert.fail(`${label} appears in ${where}`);
+      }
+    },
+    redact: (text) => secrets.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+  };
+}
+
+/**
+ * How the Node tests call the Worker at `url()`: `call(method, path, { body, headers, token,
+ * raw, signal })` sends `body` as JSON (as it is with `raw`: a string, bytes, a stream or a
+ * `FormData`) with `Authorization: Bearer <token>` (`token: null` in a call sends none),
+ * and resolves with `{ method, path, status, headers, text, json }` (`json` null when the
+ * body is not JSON) once `assertAbsent` (of `secretChecks`) has passed the answer's body and
+ * headers. A call without a `signal` gives up after `timeoutMs`.
+ */
+export function workerCalls({ url, token, assertAbsent, timeoutMs }) {
+  return async (method, urlPath, { body, headers = {}, token: presented = token, raw = false, signal } = {}) => {
+    const init = { method, headers: { ...headers }, signal: signal ?? AbortSignal.timeout(timeoutMs) };
+    if (presented !== null) init.headers.authorization = `Bearer ${presented}`;
+    if (body !== undefined) {
+      init.body = raw ? body : JSON.stringify(body);
+      if (!raw) init.headers['content-type'] = 'application/json';
+      // A body that streams needs it; a string or a form does not.
+      if (raw && typeof body !== 'string' && !(body instanceof FormData)) init.duplex = 'half';
+    }
+    const response = await fetch(`${url()}${urlPath}`, init);
+    const text = await response.text();
+    assertAbsent(text, `the body of ${method} ${urlPath}`);
+    assertAbsent(JSON.stringify([...response.headers]), `the headers of ${method} ${urlPath}`);
+    let json = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // Not JSON (a stream, JSONL, or a bug the caller's assertion shows).
+    }
+    return { method, path: urlPath, status: response.status, headers: response.headers, text, json };
+  };
+}
+
+const execFileP = promisify(execFile);
+
+/**
+ * The local D1 database `db` of `wrangler dev --persist-to persistDir`, through wrangler (with
+ * `env`, see `wranglerEnv`): `migrate()` applies the migrations, `execute(sql)` resolves with
+ * the rows of each statement, `executeFile(file)` runs an SQL file.
+ */
+export function localD1({ persistDir, env, db = 'llm-distiller', timeoutMs = 120_000 }) {
+  const wrangler = async (args) => {
+    const { stdout } = await execFileP(WRANGLER, ['d1', ...args, '--local', '--persist-to', persistDir], {
+      cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 256 * 1024 * 1024,
+    });
+    return stdout;
+  };
+  return {
+    migrate: () => wrangler(['migrations', 'apply', db]),
+    async execute(sql) {
+      const stdout = await wrangler(['execute', db, '--command', sql, '--json']);
+      return JSON.parse(stdout.slice(stdout.indexOf('['))).map((statement) => statement.results);
+    },
+    executeFile: (file) => wrangler(['execute', db, '--file', file]),
+  };
+}
+
 /** The environment for wrangler: no metrics, no provider key, token or Cloudflare
  * credential from the caller's shell (a stray OPENAI_API_KEY would make a keyless provider
  * available), its own logs in `logDir`. */
@@ -51,9 +124,9 @@ export function wranglerEnv(logDir) {
 /**
  * `wrangler dev` of this checkout on a free port, with `config` as its `LLM_CONFIG`, as a
  * child in its own process group (workerd and the build included), its output in `logPath`.
- * Resolves with `{ url, logPath, stop, inspectorPort }` once `/health` answers 200 (the
- * inspector serves the Worker's DevTools protocol); `stop()` ends the
- * whole group, as does this process's exit. Errors quote the log's tail through `redact`.
+ * Resolves with `{ url, logPath, pid, stop, kill, inspectorPort }` once `/health` answers
+ * 200 (the inspector serves the Worker's DevTools protocol); `stop()` ends the whole group,
+ * as does this process's exit. Errors quote the log's tail through `redact`.
  * `configPath` runs another wrangler.toml than the checkout's, and `name` names the Worker:
  * for a second Worker of this build that shares the first one's Durable Objects through
  * wrangler's dev registry (`WRANGLER_REGISTRY_PATH` in `env` keeps a test's registry its own).
@@ -143,7 +216,7 @@ export async function startServerProcess({ name, command, args, cwd, env, url, r
   const server = {
     url,
     logPath,
-    /** The child's id, which is also its process group's. */
+    /** The process group's id (the child's pid): wrangler dev, workerd and the build. */
     pid: child.pid,
     async stop() {
       process.off('exit', onExit);

@@ -3,6 +3,9 @@
 //! microseconds, deterministically.
 #![allow(dead_code)] // each test binary uses a different part of it
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sqlite;
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -13,8 +16,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use llm_distiller::chat::{LlmResponse, Usage};
+use llm_distiller::config::ProviderConfig;
 use llm_distiller::http::{Headers, HttpRequest};
 use llm_distiller::openai_api::ApiError;
+use llm_distiller::provider::Provider;
 use llm_distiller::runtime::{HttpResponse, ResponseBody, Runtime, TransportError};
 
 /// What the scripted server answers to one request.
@@ -308,6 +313,15 @@ impl Runtime for Sim {
     fn random(&self) -> f64 {
         self.0.borrow().random
     }
+}
+
+/// An OpenAI provider named `p`, with a key, for tests of the pure mapping.
+pub fn openai_provider() -> Provider {
+    let config: ProviderConfig = serde_json::from_value(
+        serde_json::json!({ "type": "openai", "api_key": "sk-0123456789abcdef" }),
+    )
+    .unwrap();
+    Provider::from_config("p", &config, &|_| None).unwrap()
 }
 
 /// An answer as the client gives it back, for tests that store or send one.

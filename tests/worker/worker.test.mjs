@@ -11,22 +11,18 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 
 import OpenAI from 'openai';
 
-import { ROOT, WRANGLER, parseSse, startWranglerDev, upstreamLog, wranglerEnv } from '../support/local-stack.mjs';
+import { localD1, parseSse, secretChecks, startWranglerDev, upstreamLog, workerCalls, wranglerEnv } from '../support/local-stack.mjs';
 import { assertSchema } from '../support/openai-schema.mjs';
 import { startUpstream } from '../upstream/server.mjs';
-
-const execFileP = promisify(execFile);
 
 /** wrangler dev builds the Worker first (scripts/build-worker.sh): minutes when cold. */
 const STARTUP_TIMEOUT_MS = 180_000;
@@ -71,21 +67,7 @@ const upstreamKey = (name) => `${RUN}-${name}`;
 // Helpers
 
 /** Throws if any secret occurs in `text`, naming the secret, never showing it. */
-function assertNoSecrets(text, where) {
-  for (const [label, secret] of SECRETS) {
-    if (text.includes(secret)) assert.fail(`${label} appears in ${where}`);
-  }
-}
-
-async function wrangler(args, { env, timeoutMs = 90_000 }) {
-  const { stdout } = await execFileP(WRANGLER, args, {
-    cwd: ROOT,
-    env,
-    timeout: timeoutMs,
-    maxBuffer: 64 * 1024 * 1024,
-  });
-  return stdout;
-}
+const { assertAbsent: assertNoSecrets, redact } = secretChecks(SECRETS);
 
 /** `wrangler dev` for the tests, its log `<name>.log` in `tmp`, secrets masked in errors. */
 function startWorker({ tmp, name, envFile, config, persistDir }) {
@@ -96,7 +78,7 @@ function startWorker({ tmp, name, envFile, config, persistDir }) {
     logPath: path.join(tmp, `${name}.log`),
     env: wranglerEnv(path.join(tmp, 'wrangler-logs')),
     startupTimeoutMs: STARTUP_TIMEOUT_MS,
-    redact: (text) => SECRETS.reduce((masked, [label, secret]) => masked.split(secret).join(`<${label}>`), text),
+    redact,
   });
 }
 
@@ -155,26 +137,12 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
   let persistDir;
   let env;
 
-  /** One HTTP call to the Worker; every answer is scanned for secrets. */
-  async function api(method, urlPath, { body, headers = {}, token = TOKEN, raw = false, signal } = {}) {
-    const init = { method, headers: { ...headers }, signal: signal ?? AbortSignal.timeout(TEST_TIMEOUT_MS) };
-    if (token !== null) init.headers.authorization = `Bearer ${token}`;
-    if (body !== undefined) {
-      init.body = raw ? body : JSON.stringify(body);
-      if (!raw) init.headers['content-type'] = 'application/json';
-      if (raw && typeof body !== 'string') init.duplex = 'half';
-    }
-    const response = await fetch(`${worker.url}${urlPath}`, init);
-    const text = await response.text();
-    assertNoSecrets(text, `the body of ${method} ${urlPath}`);
-    assertNoSecrets(JSON.stringify([...response.headers]), `the headers of ${method} ${urlPath}`);
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      // Not JSON (a stream, or a bug the caller's assertion will show).
-    }
-    const res = { method, path: urlPath, status: response.status, headers: response.headers, text, json };
+  const call = workerCalls({ url: () => worker.url, token: TOKEN, assertAbsent: assertNoSecrets, timeoutMs: TEST_TIMEOUT_MS });
+
+  /** One HTTP call to the Worker; every answer is scanned for secrets and checked against
+   * OpenAI's schemas. */
+  async function api(method, urlPath, options) {
+    const res = await call(method, urlPath, options);
     assertOpenAiShapes(res);
     return res;
   }
@@ -268,14 +236,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
   }
 
   /** Rows of both tables straight from the local D1, through wrangler. */
-  async function d1(sql) {
-    const stdout = await wrangler(
-      ['d1', 'execute', DB, '--local', '--persist-to', persistDir, '--command', sql, '--json'],
-      { env },
-    );
-    const parsed = JSON.parse(stdout.slice(stdout.indexOf('[')));
-    return parsed.map((statement) => statement.results);
-  }
+  const d1 = (sql) => localD1({ persistDir, env, db: DB }).execute(sql);
 
   before(
     async () => {
@@ -319,7 +280,7 @@ describe('the Worker under wrangler dev', { timeout: 300_000 }, () => {
       const lines = [`DISTILLER_TOKEN=${TOKEN}`, ...KEYED.map((name) => `LLM_${name.toUpperCase()}_API_KEY=${KEYS[name]}`)];
       fs.writeFileSync(envFile, `${lines.join('\n')}\n`, { mode: 0o600 });
 
-      await wrangler(['d1', 'migrations', 'apply', DB, '--local', '--persist-to', persistDir], { env });
+      await localD1({ persistDir, env, db: DB }).migrate();
       worker = await startWorker({ tmp, name: 'worker', envFile, config, persistDir });
     },
     { timeout: STARTUP_TIMEOUT_MS + 120_000 },
