@@ -14,6 +14,9 @@
 //   deployed Worker does not have, and that this table shows as the CLI's.
 // - the same dev server without the inspector (wrangler's `unstable_startWorker`, in this
 //   process): the Worker's own cost, as close to a deployment as this machine gets.
+// Beside them, a reference on the server without the inspector: bench/reference/worker.js,
+// the least a gateway does (forward the body to the upstream; and forward, then insert the
+// answer in D1), so that our part can be read against what any gateway's part is here.
 // Each setting runs in 5 interleaved rounds (the paths take turns), so the machine's noise
 // hits them alike; the figures are the rounds' medians.
 //
@@ -83,6 +86,11 @@ async function measure(send, concurrency, total, cpu) {
   return { p50: percentile(times, 50), p99: percentile(times, 99), rps: (total / wall) * 1000, cpu: (cpu() - cpuBefore) / total };
 }
 
+async function expectOk(response) {
+  const text = await response.text();
+  if (!response.ok) throw new Error(`HTTP ${response.status}: ${text}`);
+}
+
 const upstream = await startUpstream({ port: 0 });
 const tmp = fs.mkdtempSync(path.join(tmpdir(), 'bench-worker-'));
 const token = randomBytes(18).toString('base64url');
@@ -118,6 +126,16 @@ try {
   await migrate(path.join(tmp, 'quiet'));
   const quiet = await startWorkerWithoutInspector({ persistDir: path.join(tmp, 'quiet'), config, vars: { DISTILLER_TOKEN: token } });
   started.push(quiet);
+  // The reference: the least a gateway does (bench/reference/worker.js), on the same kind of
+  // dev server, so that what this Worker adds can be read against what any gateway adds.
+  const reference = await startWorkerWithoutInspector({
+    persistDir: path.join(tmp, 'reference'),
+    config,
+    vars: { UPSTREAM: `${upstream.url}/s/plain/bench/v1` },
+    configPath: path.join(ROOT, 'bench/reference/wrangler.toml'),
+  });
+  started.push(reference);
+  await expectOk(await fetch(`${reference.url}/setup`, { method: 'POST' }));
 
   const body = (i) => JSON.stringify({ model: 'bench-model', max_tokens: 20, messages: [{ role: 'user', content: `question ${i}` }] });
   const expect = (status) => async (response) => {
@@ -137,14 +155,20 @@ try {
     full: (i) => post(`${url}/v1/chat/completions`, { authorization: `Bearer ${token}` }, i).then(expect(200)),
   });
   const direct = (i) => post(`${upstream.url}/s/plain/bench/v1/chat/completions`, {}, i).then(expect(200));
+  // The reference gateway's paths, measured with the server without the inspector.
+  const referencePaths = {
+    refFloor: () => fetch(`${reference.url}/health`).then(expect(200)),
+    forward: (i) => post(`${reference.url}/forward`, {}, i).then(expect(200)),
+    forwardStore: (i) => post(`${reference.url}/forward-and-store`, {}, i).then(expect(200)),
+  };
   const servers = [
-    { name: 'without the inspector', url: quiet.url, cpu: () => workerdCpuMs(({ ppid }) => ppid === process.pid) },
-    { name: '`wrangler dev` (CLI)', url: cli.url, cpu: () => workerdCpuMs(({ group }) => group === cli.pid) },
+    { name: 'without the inspector', url: quiet.url, extra: referencePaths, cpu: () => workerdCpuMs(({ ppid }) => ppid === process.pid) },
+    { name: '`wrangler dev` (CLI)', url: cli.url, extra: {}, cpu: () => workerdCpuMs(({ group }) => group === cli.pid) },
   ];
 
   const rows = [];
   for (const server of servers) {
-    const routes = { ...paths(server.url), direct };
+    const routes = { ...paths(server.url), direct, ...server.extra };
     // Warm every path (the isolate, the JIT, the Durable Object, D1's first write).
     for (const send of Object.values(routes)) await measure(send, 4, 40, server.cpu);
     for (const concurrency of [1, 16]) {
@@ -153,7 +177,7 @@ try {
         for (const [name, send] of Object.entries(routes)) rounds[name].push(await measure(send, concurrency, requests / ROUNDS, server.cpu));
       }
       const summary = (name) => Object.fromEntries(['p50', 'p99', 'rps', 'cpu'].map((key) => [key, median(rounds[name].map((r) => r[key]))]));
-      rows.push({ server: server.name, concurrency, ...Object.fromEntries(Object.keys(routes).map((name) => [name, summary(name)])) });
+      rows.push({ server: server.name, concurrency, reference: 'forward' in routes, ...Object.fromEntries(Object.keys(routes).map((name) => [name, summary(name)])) });
     }
   }
 
@@ -176,6 +200,14 @@ try {
   console.log('|---|--:|--:|--:|--:|--:|--:|--:|');
   for (const r of rows) {
     console.log(`| ${r.server} | ${r.concurrency} | ${f(r.floor.p50)} | ${f(r.auth.p50)} | ${f(r.parsed.p50)} | ${f(r.full.p50)} | ${f(r.direct.p50)} | ${f(r.floor.p99)} / ${f(r.full.p99)} |`);
+  }
+
+  console.log('\nAgainst the least a gateway does: `bench/reference/worker.js`, a JavaScript Worker with no library, no auth and no parsing, that forwards the body to the same upstream (and, in the second column, inserts the answer in D1 after the response), on a dev server without the inspector like ours, in the same rounds. Each figure is that path against its own server\'s floor (`GET /health`): added p50 ms, and req/s as a share of the floor\'s.\n');
+  console.log('| clients | reference: forward | reference: forward and store in D1 | this Worker: full answer (limiter, upstream, D1) |');
+  console.log('|---|--:|--:|--:|');
+  for (const r of rows.filter((row) => row.reference)) {
+    const cell = (path, floor) => `+${f(path.p50 - floor.p50)} ms, ${f(path.rps / floor.rps)}×`;
+    console.log(`| ${r.concurrency} | ${cell(r.forward, r.refFloor)} | ${cell(r.forwardStore, r.refFloor)} | ${cell(r.full, r.floor)} |`);
   }
 
   if (profiling) {

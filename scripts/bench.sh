@@ -6,7 +6,7 @@
 # sizes, each against what users would pick instead. Installs what it needs
 # first (scripts/setup.sh --node, idempotent) and builds the package and the Worker.
 #
-#   scripts/bench.sh            # the full run, about 7 minutes once built; writes bench/RESULTS.md
+#   scripts/bench.sh            # the full run, about 12 minutes once built; writes bench/RESULTS.md
 #   scripts/bench.sh --quick    # fewer samples and a smaller batch; writes bench/RESULTS-quick.md
 #
 # The benchmarks run one after the other, never side by side; each prints Markdown, with its
@@ -47,6 +47,8 @@ part() {
   } >>"$body"
 }
 
+# First, as built above: worker.mjs --profile rebuilds the Worker with the wasm's names.
+part "sizes (bench/sizes.mjs)" node bench/sizes.mjs
 part "thinking extraction (bench/thinking.mjs)" node bench/thinking.mjs "${quick[@]}"
 part "rate-limiter decisions (bench/rate-limit.mjs)" node bench/rate-limit.mjs "${quick[@]}"
 part "a batch against a rate-limited upstream (bench/batch.mjs)" node bench/batch.mjs "${quick[@]}"
@@ -55,7 +57,6 @@ part "the Worker's own cost per call (bench/worker.mjs)" node bench/worker.mjs -
 part "the Worker's cost before its speed work (bench/worker-before.md)" cat bench/worker-before.md
 part "one rate limit across isolates (bench/shared-limit.mjs)" node bench/shared-limit.mjs "${quick[@]}"
 part "batches on the Worker (bench/batch-worker.mjs)" node bench/batch-worker.mjs "${quick[@]}"
-part "sizes (bench/sizes.mjs)" node bench/sizes.mjs
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)"
 {
