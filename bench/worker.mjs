@@ -20,8 +20,9 @@
 // Each setting runs in 5 interleaved rounds (the paths take turns), so the machine's noise
 // hits them alike; the figures are the rounds' medians.
 //
-// --profile adds a CPU profile of the Worker's isolate (through the CLI's inspector, with a
-// build that keeps the wasm's function names): CPU per call and where a full call spends it.
+// --profile adds a CPU profile of the Worker's isolate (through the CLI's inspector; the
+// Worker's wasm keeps its name section, as worker-build leaves it, so the profile names the
+// Rust functions): CPU per call and where a full call spends it.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -110,16 +111,14 @@ try {
   fs.writeFileSync(path.join(tmp, 'dev.env'), `DISTILLER_TOKEN=${token}\n`, { mode: 0o600 });
   const migrate = (state) => promisify(execFile)(WRANGLER, ['d1', 'migrations', 'apply', 'llm-distiller', '--local', '--persist-to', state], { cwd: ROOT, env });
 
-  // The CLI first: it builds the Worker (with the wasm's names when profiling), which the
-  // second then runs as built.
+  // The CLI first: it builds the Worker, which the second then runs as built.
   await migrate(path.join(tmp, 'cli'));
-  const namesWrapper = path.join(ROOT, 'bench/wasm-opt-with-names.sh');
   const cli = await startWranglerDev({
     persistDir: path.join(tmp, 'cli'),
     envFile: path.join(tmp, 'dev.env'),
     config,
     logPath: path.join(tmp, 'wrangler-dev.log'),
-    env: profiling ? { ...env, WASM_OPT_BIN: namesWrapper } : env,
+    env,
     startupTimeoutMs: 300_000,
   });
   started.push(cli);

@@ -47,7 +47,7 @@ part() {
   } >>"$body"
 }
 
-# First, as built above: worker.mjs --profile rebuilds the Worker with the wasm's names.
+# First: the sizes of what was just built.
 part "sizes (bench/sizes.mjs)" node bench/sizes.mjs
 part "thinking extraction (bench/thinking.mjs)" node bench/thinking.mjs "${quick[@]}"
 part "rate-limiter decisions (bench/rate-limit.mjs)" node bench/rate-limit.mjs "${quick[@]}"
@@ -59,11 +59,14 @@ part "one rate limit across isolates (bench/shared-limit.mjs)" node bench/shared
 part "batches on the Worker (bench/batch-worker.mjs)" node bench/batch-worker.mjs "${quick[@]}"
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //' || true)"
+# Taken before the file is written; the results files themselves do not count.
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git diff --quiet -- . ':!bench/RESULTS.md' ':!bench/RESULTS-quick.md' 2>/dev/null || echo ' (with local changes)')"
 {
   echo "# Benchmark results${quick:+ (quick run)}"
   echo
   echo "Written by \`scripts/bench.sh${quick:+ --quick}\` on $(date -u +%Y-%m-%d) at commit"
-  echo "\`$(git rev-parse --short HEAD 2>/dev/null || echo unknown)\`$(git diff --quiet 2>/dev/null || echo ' (with local changes)'),"
+  echo "\`${commit}\`${dirty},"
   echo "on ${cpu:-an unknown CPU} ($(nproc) cores), $(uname -sm), Node $(node --version)."
   echo "Every figure below was measured in this one run (but the one part that says it was not); each part states its own method."
   echo "Shared machines are noisy: compare the ratios within a table, not absolute figures across runs."
