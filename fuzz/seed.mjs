@@ -100,6 +100,25 @@ const configs = [
   '{"providers":{"main":{"type":"openai","api_key":"sk-abcdef0123456789","model":"gpt-4o"}},"default_provider":"main"}',
   '{"providers":{"az":{"type":"azure_openai","api_key":"sk-azure\\"key","endpoint":"https://r.openai.azure.com","deployment_name":"d"},"local":{"type":"custom","base_url":"http://127.0.0.1:9/v1","api_key":"sk-[redacted]"}}}',
 ].map((s) => Buffer.from(s));
+// Batch input files (fuzz_targets/batch_input.rs): a good one, and lines of each fault.
+const batchLine = (id, body, extra = '') =>
+  `{"custom_id":"${id}","method":"POST","url":"/v1/chat/completions","body":${body}${extra}}`;
+const chat = '{"model":"m","messages":[{"role":"user","content":"Hi"}]}';
+const batchFiles = [
+  [batchLine('a', chat), batchLine('b', '{"messages":[{"role":"user","content":"x"}],"provider":"backup"}')].join('\n'),
+  [batchLine('a', chat), batchLine('a', chat), '[1]', 'not json', ''].join('\r\n'),
+  batchLine('c', '{"messages":[],"stream":true}', ',"extra":1'),
+  '\ufeff' + batchLine('d', '{"messages":[{"role":"user","content":"x"}],"fallback":["nobody","backup"]}') + '\n',
+].map((s) => Buffer.from(s));
+// Messages to the shared limiter's object (fuzz_targets/limiter_object.rs), one per seed.
+const limits = '{"requests_per_minute":60,"tokens_per_minute":100000,"requests_refill":"continuous"}';
+const reservation = '{"id":0,"tokens":10,"wait_ms":0,"start_at_ms":1700000000000,"reserved_through":10}';
+const limiterMessages = [
+  `{"v":1,"limits":${limits},"ops":[{"op":"reserve","tokens":10},{"op":"reserve","tokens":10,"ahead":true},{"op":"status"}]}`,
+  `{"v":1,"limits":${limits},"ops":[{"op":"observe","reservation":${reservation},"status":429,"headers":[["retry-after-ms","1500"],["x-ratelimit-remaining-requests","3"]]},{"op":"reconcile","reservation":${reservation},"tokens":5},{"op":"cancel","reservation":${reservation}},{"op":"blocked_for","reservation":${reservation}}]}`,
+  `{"v":2,"limits":${limits},"ops":[]}`,
+  `{"v":1,"limits":${limits},"ops":[{"op":"forecast"},42,{"op":"reserve"}]}`,
+].map((s) => Buffer.from(s));
 const queries = ['limit=5&valid=true', 'cursor=rsp_018bcfe5680000000000ffffffff&provider=main&model=gpt-4o', 'Bearer sk-abc\nsk-abc']
   .map((s) => Buffer.from(s));
 
@@ -112,6 +131,8 @@ const seeds = {
   worker_request: [...json, ...queries],
   provider: [...json, ...echoes],
   headers: short,
+  batch_input: batchFiles,
+  limiter_object: limiterMessages,
 };
 
 const wanted = process.argv.slice(2);
