@@ -407,7 +407,10 @@ impl LimiterObject {
     }
 
     /// The object as a snapshot left it; `None` for a snapshot that does not read (another
-    /// version's, or damaged), in which case the object starts afresh.
+    /// version's, or damaged), in which case the object starts afresh. Its fractional
+    /// numbers (bucket levels, times) come back within about an ulp of what was written:
+    /// serde_json's float reading is not exact (the exact one would bring core's float
+    /// parser into the package), which is far less than a request or a token.
     pub fn restore(snapshot: &str) -> Option<Self> {
         serde_json::from_str::<LimiterObject>(snapshot)
             .ok()
