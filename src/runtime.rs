@@ -72,6 +72,31 @@ pub async fn with_timeout<R: Runtime, F: Future>(
     }
 }
 
+/// Runs `attempt` until it succeeds or `policy`'s backoff gives up, sleeping the backoff
+/// between tries: for retrying work of the caller's own (a database write or read), where
+/// every failure is worth another try. `on_retry(attempt, &error)` hears of each failure
+/// that is retried (numbered from 0), before its wait; the last error is returned.
+pub async fn with_backoff<R: Runtime, T, E, F: Future<Output = Result<T, E>>>(
+    runtime: &R,
+    policy: &crate::retry::RetryPolicy,
+    mut attempt: impl FnMut() -> F,
+    mut on_retry: impl FnMut(u32, &E),
+) -> Result<T, E> {
+    let mut tries = 0;
+    loop {
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let Some(delay) = policy.backoff(tries, runtime.random()) else {
+            return Err(error);
+        };
+        on_retry(tries, &error);
+        runtime.sleep(delay).await;
+        tries += 1;
+    }
+}
+
 /// Why a body could not be read whole.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadError {

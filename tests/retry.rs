@@ -3,10 +3,16 @@
 // Native only: these run on a simulated platform or use proptest; the wasm tests are js_*.rs.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod support;
+
+use std::cell::{Cell, RefCell};
+
 use llm_distiller::http::{parse_decimal, Headers};
 use llm_distiller::retry::{retry_after_ms, should_retry_header, RetryPolicy};
+use llm_distiller::runtime::with_backoff;
 use llm_distiller::Error;
 use proptest::prelude::*;
+use support::{Reply, Sim};
 
 const NOW: f64 = 1_445_412_480_000.0; // Wed, 21 Oct 2015 07:28:00 GMT
 
@@ -505,4 +511,50 @@ fn backoff_alone_for_work_of_ones_own() {
         policy.next_delay(1, &connection(), 0.5),
         policy.backoff(1, 0.5)
     );
+}
+
+/// Work of the caller's own retried by `with_backoff`: the sleeps are the policy's backoff,
+/// each retried failure is told, and the last error comes back once the policy gives up.
+#[test]
+fn with_backoff_retries_own_work_with_the_policy_backoff() {
+    let policy = RetryPolicy {
+        max_retries: 3,
+        base_delay_ms: 100.0,
+        max_backoff_ms: 250.0,
+        ..RetryPolicy::default()
+    };
+    for failures in [0u32, 2, 3, 7] {
+        let sim = Sim::always(Reply::completion("unused"));
+        let tries = Cell::new(0u32);
+        let told = RefCell::new(Vec::new());
+        let outcome = sim.run(with_backoff(
+            &sim,
+            &policy,
+            || {
+                let n = tries.get();
+                tries.set(n + 1);
+                async move {
+                    if n < failures {
+                        Err(format!("failure {n}"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            },
+            |attempt, error: &String| told.borrow_mut().push((attempt, error.clone())),
+        ));
+        let retried = failures.min(3);
+        if failures <= 3 {
+            assert_eq!(outcome, Ok(failures), "{failures} failures");
+        } else {
+            assert_eq!(outcome, Err("failure 3".to_string()), "the last error");
+        }
+        assert_eq!(tries.get(), retried + 1);
+        let expected: Vec<(u32, String)> =
+            (0..retried).map(|n| (n, format!("failure {n}"))).collect();
+        assert_eq!(*told.borrow(), expected);
+        // 100, 200, then 250 (capped); the random number is 0, so no jitter.
+        let slept: f64 = [100.0, 200.0, 250.0][..retried as usize].iter().sum();
+        assert_eq!(sim.elapsed(), slept, "{failures} failures");
+    }
 }

@@ -48,7 +48,7 @@ use crate::export::{
 };
 use crate::openai_api::ApiError;
 use crate::retry::RetryPolicy;
-use crate::runtime::Runtime;
+use crate::runtime::{with_backoff, Runtime};
 use crate::wasm::WasmRuntime;
 
 /// The var that overrides [`crate::export::DEFAULT_QUERY_BUDGET`].
@@ -172,25 +172,27 @@ impl Reading {
     /// Reads the page after the cursor (retrying a failure); `false` when it is empty.
     async fn next_page(&mut self) -> worker::Result<bool> {
         let statement = self.page_statement.after(&self.cursor);
-        let mut attempt = 0;
-        let rows = loop {
-            match rows::<ExportRow>(&self.db, statement).await {
-                Ok(rows) => break rows,
-                Err(error) if self.retries_left > 0 => {
-                    let Some(delay) = READ_RETRY.backoff(attempt, WasmRuntime.random()) else {
-                        return Err(error);
-                    };
-                    console_warn!(
-                        "export: reading a page failed (attempt {}): {error}",
-                        attempt + 1
-                    );
-                    self.retries_left -= 1;
-                    attempt += 1;
-                    WasmRuntime.sleep(delay).await;
-                }
-                Err(error) => return Err(error),
-            }
+        // What is left of the export's retries, however many pages used them before.
+        let policy = RetryPolicy {
+            max_retries: u32::try_from(self.retries_left).unwrap_or(u32::MAX),
+            ..READ_RETRY
         };
+        let retries_left = &mut self.retries_left;
+        let warn = |attempt: u32, error: &worker::Error| {
+            console_warn!(
+                "export: reading a page failed (attempt {}): {error}",
+                attempt + 1
+            );
+            *retries_left -= 1;
+        };
+        let db = &self.db;
+        let rows = with_backoff(
+            &WasmRuntime,
+            &policy,
+            || rows::<ExportRow>(db, statement),
+            warn,
+        )
+        .await?;
         self.pages += 1;
         let Some(last) = rows.last().and_then(|r| r.id.clone()) else {
             return Ok(false);

@@ -15,7 +15,7 @@ use worker::{console_error, console_warn, D1Database, D1PreparedStatement, D1Res
 
 use crate::record::{ListQuery, Record};
 use crate::retry::RetryPolicy;
-use crate::runtime::Runtime;
+use crate::runtime::{with_backoff, Runtime};
 use crate::sql::{Group, Param, Statement};
 use crate::wasm::WasmRuntime;
 
@@ -44,12 +44,12 @@ fn bound(param: &Param) -> JsValue {
 thread_local! {
     /// The statements this isolate has sent to D1, for the logs (`bench/batch-worker.mjs`
     /// reads them to count the statements a batch's line costs).
-    static STATEMENTS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static STATEMENTS: Cell<u64> = const { Cell::new(0) };
 }
 
 /// How many statements this isolate has sent to D1.
 pub fn statements_sent() -> u64 {
-    STATEMENTS.with(std::cell::Cell::get)
+    STATEMENTS.with(Cell::get)
 }
 
 thread_local! {
@@ -198,7 +198,15 @@ async fn write_rows(db: &D1Database, records: &[Record]) {
         [first, ..] => format!("{} responses ({} and others)", records.len(), first.id),
         [] => String::new(),
     };
-    let Err(e) = with_retries(|| run_group(db, &group), &described).await else {
+    let warn = |attempt: u32, e: &worker::Error| {
+        console_warn!(
+            "storing {} failed (attempt {}): {e}",
+            described(),
+            attempt + 1
+        );
+    };
+    let written = with_backoff(&WasmRuntime, &WRITE_RETRY, || run_group(db, &group), warn).await;
+    let Err(e) = written else {
         return;
     };
     if let [record] = records {
@@ -211,34 +219,6 @@ async fn write_rows(db: &D1Database, records: &[Record]) {
     }
     for record in records {
         Box::pin(write_rows(db, std::slice::from_ref(record))).await;
-    }
-}
-
-/// Runs `write` until it succeeds or [`WRITE_RETRY`] gives up: the last error then.
-async fn with_retries<F, T>(
-    write: impl Fn() -> F,
-    described: &dyn Fn() -> String,
-) -> worker::Result<T>
-where
-    F: std::future::Future<Output = worker::Result<T>>,
-{
-    let runtime = WasmRuntime;
-    let mut attempt = 0;
-    loop {
-        let e = match write().await {
-            Ok(value) => return Ok(value),
-            Err(e) => e,
-        };
-        let Some(delay) = WRITE_RETRY.backoff(attempt, runtime.random()) else {
-            return Err(e);
-        };
-        console_warn!(
-            "storing {} failed (attempt {}): {e}",
-            described(),
-            attempt + 1
-        );
-        runtime.sleep(delay).await;
-        attempt += 1;
     }
 }
 
