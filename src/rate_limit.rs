@@ -928,6 +928,18 @@ pub fn rate_limit_headers(headers: &Headers) -> impl Iterator<Item = (&str, &str
     })
 }
 
+/// Whether header `name` is one of the server's figures of what remains, or of when that
+/// resets (`x-ratelimit-remaining-*`, `x-ratelimit-reset-*`): what an answer says of the
+/// budget at the moment it arrived, as opposed to its limits.
+pub fn is_remaining_figure(name: &str) -> bool {
+    ["x-ratelimit-remaining-", "x-ratelimit-reset-"]
+        .iter()
+        .any(|prefix| {
+            name.get(..prefix.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        })
+}
+
 /// A header value as a non-negative integer that fits in `u32`: ASCII digits only,
 /// surrounding ASCII whitespace ignored. `-1`, `+1`, `1.5`, `` and `12abc` are `None`.
 fn parse_u32(value: &str) -> Option<u32> {

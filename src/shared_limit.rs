@@ -53,7 +53,7 @@ use crate::budget::{Answer, Budget, BudgetStatus, SharedMode, SharedStatus};
 use crate::error::{Error, Number, Result};
 use crate::http::Headers;
 use crate::rate_limit::{
-    rate_limit_headers, RateLimitStatus, RateLimiter, RateLimits, Reservation,
+    is_remaining_figure, rate_limit_headers, RateLimitStatus, RateLimiter, RateLimits, Reservation,
 };
 use crate::runtime::{with_timeout, Runtime, TransportError};
 
@@ -906,12 +906,6 @@ impl<R: Runtime, L: ObjectLink> RemoteBudget<R, L> {
             reserved_ahead: self.ahead.borrow().len(),
         }
     }
-}
-
-/// Whether header `name` is one of a server's figures of what remains, or of when it resets.
-fn is_remaining_figure(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name.starts_with("x-ratelimit-remaining") || name.starts_with("x-ratelimit-reset")
 }
 
 /// The outcomes of a reply to `count` operations, or why it is not one.
